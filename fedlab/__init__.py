@@ -1,0 +1,3 @@
+"""fedlab: federated learning experiments on Foursquare check-ins."""
+
+__version__ = "0.1.0"

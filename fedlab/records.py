@@ -1,0 +1,43 @@
+"""Plain records that training yields and the run store keeps."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundRecord:
+    """One federated round (or one centralized epoch)."""
+
+    round: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    clients: int  # clients whose updates were averaged this round (0 when centralized)
+    seconds: float  # wall time of the round, validation included
+    is_best: bool = False  # lowest validation loss so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestReport:
+    """Final test metrics of the kept (lowest validation loss) model, on every test sequence."""
+
+    accuracy: float
+    top5_accuracy: float
+    mrr: float
+    loss: float
+    examples: int  # scored next-check-in targets
+    # client id -> {"accuracy", "examples", "checkins"}
+    per_client: dict[str, dict[str, float]] = field(default_factory=dict)
+    # class name -> {"precision", "recall", "support"}
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
+    class_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
