@@ -129,6 +129,9 @@ class ExperimentConfig:
                 self.dp_clip, self.dp_noise)
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
+        # `data` given as a DataConfig replaces it whole; as a string it is the data path.
+        if isinstance(changes.get("data"), DataConfig):
+            return dataclasses.replace(self, **changes)
         data_changes = {k: changes.pop(k) for k in list(changes) if k in _DATA_FIELDS}
         data = dataclasses.replace(self.data, **data_changes) if data_changes else self.data
         return dataclasses.replace(self, data=data, **changes)

@@ -5,6 +5,7 @@ tests all iterate `rounds()` and may stop at any round.
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from fedlab import metrics, pipeline
 from fedlab.baselines import compute_baselines
-from fedlab.config import ExperimentConfig
+from fedlab.config import DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.model import ModelSpec, build_model, loss_fn, metrics_fn
 from fedlab.records import RoundRecord, TestReport
@@ -23,16 +24,31 @@ PREDICT_BATCH = 1024
 
 
 class BuildCache:
-    """Built TFF processes per model shape, so a second run with the same shapes starts at once."""
+    """Prepared data per data config and built TFF processes per model shape, shared by runs in one
+    process, so a second run with the same data and shapes starts at once."""
 
-    def __init__(self):
+    def __init__(self, *, max_datasets: int = 4):
         self._lock = threading.Lock()
         self._processes: dict[tuple, object] = {}
+        self._datasets: collections.OrderedDict = collections.OrderedDict()
+        self._max_datasets = max_datasets
+
+    def data(self, config: DataConfig) -> pipeline.SequenceData:
+        with self._lock:
+            if config in self._datasets:
+                self._datasets.move_to_end(config)
+                return self._datasets[config]
+        data = pipeline.load_and_prepare(config)
+        with self._lock:
+            self._datasets[config] = data
+            while len(self._datasets) > self._max_datasets:
+                self._datasets.popitem(last=False)
+        return data
 
     def processes(self, spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int):
         from fedlab.federated import build_processes
 
-        key = (spec, config.model_shape_key, clients_per_round if config.dp_clip is not None else None)
+        key = (spec, config.model_shape_key, config.seed, clients_per_round if config.dp_clip is not None else None)
         with self._lock:
             if key not in self._processes:
                 self._processes[key] = build_processes(spec, config, clients_per_round=clients_per_round)
@@ -55,7 +71,7 @@ class Experiment:
     def prepare(self) -> None:
         started = time.perf_counter()
         if self.data is None:
-            self.data = pipeline.load_and_prepare(self.config.data)
+            self.data = self._cache.data(self.config.data)
         self.timing["preprocess_seconds"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         self._check_fits_data()

@@ -16,8 +16,10 @@ def element_spec(spec: ModelSpec):
     return (input_signature(spec), tf.TensorSpec((None, spec.steps), tf.int32))
 
 
-def make_model_fn(spec: ModelSpec):
+def make_model_fn(spec: ModelSpec, *, seed: int = 0):
     def model_fn() -> tff.learning.models.VariableModel:
+        # A graph-level seed makes GRU dropout inside TFF's graphs repeatable (same seed, same metrics).
+        tf.random.set_seed(seed)
         return tff.learning.models.from_keras_model(build_model(spec), loss=loss_fn(),
                                                     input_spec=element_spec(spec), metrics=metrics_fn())
     return model_fn
@@ -45,7 +47,7 @@ class Processes:
 
 
 def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
-    model_fn = make_model_fn(spec)
+    model_fn = make_model_fn(spec, seed=config.seed)
     aggregator = model_aggregator(config, clients_per_round)
     # DP bounds each client's influence, so clients weigh the same; otherwise FedAvg weighs by examples.
     dp_options = {} if aggregator is None else {

@@ -42,11 +42,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def start_worker(*, port: int, max_concurrent_calls: int = -1,
-                 tie_to_parent: bool = True, log_file=None) -> subprocess.Popen:
+                 tie_to_parent: bool = True, log_file=None, env: dict | None = None) -> subprocess.Popen:
     """Start one TFF worker_binary. With tie_to_parent it is killed when this thread's process dies."""
     args = [str(worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_concurrent_calls}"]
     sink = log_file if log_file is not None else subprocess.DEVNULL
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True,
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True, env=env,
                             preexec_fn=_die_with_parent if tie_to_parent else None)
 
 

@@ -1,0 +1,26 @@
+"""Shared fixtures: a small synthetic city, and the real data folder beside the project (may be absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "foursquare"
+
+
+@pytest.fixture(scope="session")
+def small_city():
+    from fedlab.synthetic import generate_city
+
+    return generate_city(users=12, days=120, seed=1)
+
+
+@pytest.fixture(scope="session")
+def real_sample_path() -> Path:
+    path = REAL_DATA / "nyc_sample_160users.txt"
+    if not path.exists():
+        pytest.skip("real Foursquare sample not present beside the project")
+    return path

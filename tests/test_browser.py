@@ -1,0 +1,199 @@
+"""One end-to-end test in a real browser: the dashboard trains a tiny real TFF run on the synthetic city.
+
+Starts `streamlit run app.py` on a free port, drives Debian's chromium through Playwright (never a
+downloaded browser), and saves a screenshot of every page under screenshots/ (git-ignored).
+Skipped when /usr/bin/chromium is missing, unless FEDLAB_REQUIRE_BROWSER=1 (then it fails).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOTS = ROOT / "screenshots"
+TRAIN_TIMEOUT_MS = 240_000  # a tiny real run takes about 2-3 minutes on 2 CPU cores
+PAGE_TIMEOUT_MS = 60_000
+VIEWPORT = {"width": 1400, "height": 1000}
+# Streamlit scrolls inside its main pane (stMain), not the document.
+PAGE_HEIGHT_JS = "() => (document.querySelector('[data-testid=stMain]') || document.body).scrollHeight"
+
+
+def _require_browser() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("FEDLAB_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{CHROMIUM} is missing and FEDLAB_REQUIRE_BROWSER=1 (install it: apt-get install chromium)")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); set FEDLAB_REQUIRE_BROWSER=1 to fail instead")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    """Ends the whole process group (streamlit and any TFF worker_binary it started)."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)  # stragglers in the group, if any
+    except ProcessLookupError:
+        pass
+    server.wait(15)
+
+
+def _group_members(pgid: int) -> list[str]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(stat.split(" ", 2)[1])
+    return out
+
+
+def _worker_binaries() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip().startswith("worker_binar"):
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _open_page(page, name: str) -> None:
+    page.get_by_role("link", name=re.compile(rf"(^|\s){name}$")).first.click()  # "map Data": icon, title
+
+
+def _set_number(page, label: str, value: int) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")  # Streamlit commits a number on Enter or blur
+    page.wait_for_timeout(400)
+
+
+def _shoot(page, name: str) -> None:
+    """Screenshot of the whole page: the window is made as tall as the main pane's content."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(2000)  # let the last rerun finish drawing
+    for _ in range(2):  # charts redraw at the new size, which can change the height once more
+        height = int(min(max(page.evaluate(PAGE_HEIGHT_JS), VIEWPORT["height"]), 9000))
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+        page.wait_for_timeout(1500)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.set_viewport_size(VIEWPORT)
+
+
+@pytest.mark.timeout(600)
+def test_train_a_tiny_real_run_in_the_browser(tmp_path):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "FEDLAB_DB": str(tmp_path / "runs" / "fedlab.db"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("FEDLAB_EXPERIMENT", None)  # the real engine
+    workers_before = _worker_binaries()
+    with open(log, "wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group, so the finally block can end all of it
+    try:
+        _wait_healthy(url, server, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport=VIEWPORT)
+                page.set_default_timeout(PAGE_TIMEOUT_MS)
+                expect.set_options(timeout=PAGE_TIMEOUT_MS)  # a fresh server builds the synthetic city first
+                # A fresh server's first request goes straight to a page URL, as after a reload.
+                page.goto(f"{url}/data")
+                expect(page.get_by_text("Sequences for training")).to_be_visible()
+                expect(page.get_by_text("train sequences")).to_be_visible()
+                expect(page.get_by_role("link", name=re.compile(r"Home$"))).to_be_visible()  # app.py's navigation
+                _shoot(page, "data")
+
+                _open_page(page, "Home")
+                expect(page.get_by_text("How federated averaging (FedAvg) works")).to_be_visible()
+                expect(page.get_by_text("Synthetic city (generated)").first).to_be_visible()
+                _shoot(page, "home")
+
+                _open_page(page, "Train")
+                expect(page.get_by_label("GRU units", exact=True)).to_have_value("256")
+                _set_number(page, "Users (clients)", 10)
+                _set_number(page, "Rounds", 2)
+                _set_number(page, "Local epochs per round", 1)
+                _set_number(page, "GRU units", 8)
+                expect(page.get_by_label("GRU units", exact=True)).to_have_value("8")
+                page.get_by_role("button", name=re.compile(r"(^|\s)Run$")).click()
+                expect(page.get_by_text(re.compile(r"Preparing the data|Round \d of at most 2")).first).to_be_visible()
+                expect(page.get_by_text(re.compile(r"Finished after \d round"))).to_be_visible(
+                    timeout=TRAIN_TIMEOUT_MS)
+                expect(page.get_by_text("acc@5").first).to_be_visible()
+                expect(page.locator(".js-plotly-plot").first).to_be_visible()
+                _shoot(page, "train")
+                page.reload()  # the run is in the URL, so a reloaded tab shows it again
+                expect(page.get_by_text(re.compile(r"Finished after \d round"))).to_be_visible()
+
+                _open_page(page, "Compare")
+                expect(page.get_by_role("button", name="Run both").first).to_be_visible()
+                _shoot(page, "compare")
+
+                _open_page(page, "Runs")
+                expect(page.get_by_text("Open a run").first).to_be_visible()
+                expect(page.get_by_text("central · federated · N17").first).to_be_visible()
+                # .first: while Streamlit reruns, the old copy of an element can linger for a moment.
+                expect(page.get_by_role("button", name=re.compile(r"Model \(\.keras\)")).first).to_be_visible()
+                _shoot(page, "runs")
+            finally:
+                browser.close()
+    finally:
+        pgid = server.pid
+        _stop_server(server)
+    deadline = time.monotonic() + 10
+    while (_group_members(pgid) or _worker_binaries() - workers_before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_members(pgid), "processes of the streamlit group survived"
+    assert not _worker_binaries() - workers_before, "a TFF worker_binary survived the server"

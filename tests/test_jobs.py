@@ -1,0 +1,316 @@
+"""The job manager, driven by a fake experiment that yields rounds quickly."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fedlab.config import ExperimentConfig
+from fedlab.errors import DataError
+from fedlab.jobs import JobManager
+from fedlab.records import RoundRecord
+from fedlab.records import TestReport as Report  # not collected by pytest as a test class
+from fedlab.store import RunStore
+
+# A crash inside the worker thread must fail the test, not just warn.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+WAIT = 10.0  # generous upper bound; every test normally finishes in well under a second
+
+
+class FakeExperiment:
+    """Yields one record per configured round; hooks let a test act at a given point."""
+
+    def __init__(self, config: ExperimentConfig, factory: "FakeFactory"):
+        self.config = config
+        self.timing: dict[str, float] = {}
+        self.factory = factory
+        self.closed = False
+        self.saved_to: str | None = None
+        self.started = self.ended = 0.0
+
+    def prepare(self) -> None:
+        self.started = time.monotonic()
+        with self.factory.lock:
+            self.factory.running += 1
+            self.factory.most_running = max(self.factory.most_running, self.factory.running)
+        self.timing["preprocess_seconds"] = 0.01
+        if self.factory.prepare_error is not None:
+            raise self.factory.prepare_error
+
+    def rounds(self) -> Iterator[RoundRecord]:
+        for number in range(1, self.config.rounds + 1):
+            self.factory.before_round(self, number)
+            time.sleep(self.factory.round_seconds)
+            yield RoundRecord(round=number, train_loss=1.0 / number, train_accuracy=0.1 * number,
+                              val_loss=1.0 / number, val_accuracy=0.1 * number, clients=3,
+                              seconds=self.factory.round_seconds, is_best=True)
+        self.timing["train_seconds"] = 0.02
+
+    def test(self) -> Report:
+        return Report(accuracy=0.42, top5_accuracy=0.9, mrr=0.5, loss=1.2, examples=30)
+
+    def baselines(self) -> dict[str, float]:
+        return {"majority": 0.25}
+
+    def save_model(self, path: str) -> None:
+        if self.factory.save_error is not None:
+            raise self.factory.save_error
+        Path(path).write_bytes(b"fake keras model")
+        self.saved_to = path
+
+    def summary(self) -> dict:
+        return {"clients": 3, "sequences": 30}
+
+    def close(self) -> None:
+        self.closed = True
+        self.ended = time.monotonic()
+        with self.factory.lock:
+            self.factory.running -= 1
+
+
+class FakeFactory:
+    """Makes FakeExperiments and remembers them, so tests can check overlap and cleanup."""
+
+    def __init__(self, *, round_seconds: float = 0.005):
+        self.round_seconds = round_seconds
+        self.lock = threading.Lock()
+        self.made: list[FakeExperiment] = []
+        self.running = 0
+        self.most_running = 0
+        self.prepare_error: BaseException | None = None
+        self.save_error: BaseException | None = None
+        # Called before each round is computed: (experiment, round number).
+        self.before_round: Callable[[FakeExperiment, int], None] = lambda experiment, number: None
+
+    def __call__(self, config: ExperimentConfig) -> FakeExperiment:
+        experiment = FakeExperiment(config, self)
+        self.made.append(experiment)
+        return experiment
+
+
+def config(rounds: int = 3) -> ExperimentConfig:
+    return ExperimentConfig(rounds=rounds, gru_units=8)
+
+
+def hold_first_run_at_round(factory: FakeFactory, number: int) -> tuple[threading.Event, threading.Event]:
+    """Makes the first experiment wait before round `number` until released; returns (reached, release)."""
+    reached, release = threading.Event(), threading.Event()
+
+    def before_round(experiment: FakeExperiment, current: int) -> None:
+        if experiment is factory.made[0] and current == number:
+            reached.set()
+            assert release.wait(WAIT), "test never released the held run"
+
+    factory.before_round = before_round
+    return reached, release
+
+
+def release_when_stopped(store: RunStore, run_id: str, release: threading.Event) -> None:
+    deadline = time.monotonic() + WAIT
+    while store.get_run(run_id).status != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "fedlab.db")
+
+
+@pytest.fixture
+def factory() -> FakeFactory:
+    return FakeFactory()
+
+
+@pytest.fixture
+def manager(store: RunStore, factory: FakeFactory, tmp_path: Path) -> Iterator[JobManager]:
+    jobs = JobManager(store, experiment_factory=factory, model_dir=tmp_path / "models")
+    yield jobs
+    jobs.shutdown(timeout=WAIT)
+
+
+def training_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "fedlab-training"]
+
+
+def test_run_rounds_reach_store_in_order_and_it_finishes_with_test_and_baselines(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    run_id = manager.submit(config(rounds=4), session_id="s1")
+    assert manager.wait_idle(WAIT)
+    run = store.get_run(run_id)
+    assert run.status == "finished"
+    assert store.rounds(run_id)["round"].tolist() == [1, 2, 3, 4]
+    assert run.test["accuracy"] == 0.42
+    assert run.baselines == {"majority": 0.25}
+    assert run.timing == {"preprocess_seconds": 0.01, "train_seconds": 0.02}
+    assert run.extra == {"clients": 3, "sequences": 30}
+    assert run.session_id == "s1"
+    assert factory.made[0].closed
+
+
+def test_finished_run_saves_its_model_under_model_dir(manager: JobManager, store: RunStore, tmp_path: Path):
+    run_id = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    model_path = store.get_run(run_id).model_path
+    assert model_path == str(tmp_path / "models" / f"{run_id}.keras")
+    assert Path(model_path).read_bytes() == b"fake keras model"
+
+
+def test_without_model_dir_no_model_is_saved(store: RunStore, factory: FakeFactory):
+    jobs = JobManager(store, experiment_factory=factory)
+    try:
+        run_id = jobs.submit(config())
+        assert jobs.wait_idle(WAIT)
+    finally:
+        jobs.shutdown(timeout=WAIT)
+    assert store.get_run(run_id).model_path is None
+    assert factory.made[0].saved_to is None
+
+
+def test_failed_model_save_keeps_the_results(manager: JobManager, store: RunStore, factory: FakeFactory):
+    factory.save_error = OSError("disk full")
+    run_id = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    run = store.get_run(run_id)
+    assert run.status == "finished" and run.test is not None
+    assert run.model_path is None
+    assert "disk full" in run.extra["model_error"]
+
+
+def test_rounds_are_in_the_store_while_the_run_is_still_going(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    reached, release = hold_first_run_at_round(factory, 3)
+    run_id = manager.submit(config(rounds=4))
+    assert reached.wait(WAIT)
+    assert store.rounds(run_id)["round"].tolist() == [1, 2]
+    assert store.get_run(run_id).status == "running"
+    release.set()
+    assert manager.wait_idle(WAIT)
+
+
+def test_two_runs_run_one_after_the_other_with_second_at_position_one(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    reached, release = hold_first_run_at_round(factory, 2)
+    first = manager.submit(config())
+    second = manager.submit(config())
+    assert reached.wait(WAIT)
+    assert (manager.position(first), manager.position(second)) == (0, 1)
+    assert manager.active() == [first, second]
+    assert store.get_run(second).status == "queued"
+    release.set()
+    assert manager.wait_idle(WAIT)
+
+    assert factory.most_running == 1
+    assert factory.made[0].ended <= factory.made[1].started
+    assert store.get_run(first).finished_at <= store.get_run(second).started_at
+    assert [store.get_run(run_id).status for run_id in (first, second)] == ["finished", "finished"]
+    assert manager.position(first) is None and manager.active() == []
+
+
+def test_run_submitted_after_the_worker_went_idle_still_runs(manager: JobManager, store: RunStore):
+    first = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    second = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    assert [store.get_run(run_id).status for run_id in (first, second)] == ["finished", "finished"]
+
+
+def test_stop_of_running_run_ends_it_after_the_current_round_keeping_rounds(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    def stop_during_round_three(experiment: FakeExperiment, number: int) -> None:
+        if number == 3:
+            manager.stop(manager.active()[0])
+
+    factory.before_round = stop_during_round_three
+    run_id = manager.submit(config(rounds=50))
+    assert manager.wait_idle(WAIT)
+    run = store.get_run(run_id)
+    assert run.status == "stopped"
+    assert store.rounds(run_id)["round"].tolist() == [1, 2, 3]
+    assert run.test is not None  # tested on its kept state
+    assert factory.made[0].closed
+
+
+def test_stop_of_queued_run_removes_it_without_rounds(manager: JobManager, store: RunStore, factory: FakeFactory):
+    reached, release = hold_first_run_at_round(factory, 1)
+    first = manager.submit(config())
+    second = manager.submit(config())
+    assert reached.wait(WAIT)
+    manager.stop(second)
+    assert manager.position(second) is None
+    assert store.get_run(second).status == "stopped"
+    release.set()
+    assert manager.wait_idle(WAIT)
+    assert len(factory.made) == 1  # the stopped run never started
+    assert store.rounds(second).empty
+    assert store.get_run(first).status == "finished"
+
+
+def test_stop_of_inactive_run_changes_nothing(manager: JobManager, store: RunStore):
+    run_id = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    manager.stop(run_id)
+    assert store.get_run(run_id).status == "finished"
+
+
+def test_fedlab_error_in_prepare_fails_the_run_with_its_message(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    factory.prepare_error = DataError("latitude is not a number", line=12, column="latitude")
+    run_id = manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    run = store.get_run(run_id)
+    assert run.status == "failed"
+    assert run.error == "latitude is not a number (line 12, column 'latitude')"
+    assert factory.made[0].closed
+
+
+def test_unexpected_error_fails_the_run_is_logged_and_the_next_job_runs(
+        manager: JobManager, store: RunStore, factory: FakeFactory, caplog: pytest.LogCaptureFixture):
+    def explode_in_first_run(experiment: FakeExperiment, number: int) -> None:
+        if experiment is factory.made[0] and number == 2:
+            raise RuntimeError("boom")
+
+    factory.before_round = explode_in_first_run
+    with caplog.at_level(logging.ERROR, logger="fedlab.jobs"):
+        broken = manager.submit(config())
+        healthy = manager.submit(config())
+        assert manager.wait_idle(WAIT)
+    run = store.get_run(broken)
+    assert run.status == "failed"
+    assert run.error == "internal error: RuntimeError: boom"
+    assert store.rounds(broken)["round"].tolist() == [1]
+    assert factory.made[0].closed
+    assert any(record.exc_info and "boom" in str(record.exc_info[1]) for record in caplog.records)
+    assert store.get_run(healthy).status == "finished"
+
+
+def test_no_thread_starts_before_the_first_submit(store: RunStore, factory: FakeFactory):
+    before = training_threads()
+    jobs = JobManager(store, experiment_factory=factory)
+    assert training_threads() == before
+    jobs.shutdown(timeout=WAIT)
+
+
+def test_shutdown_stops_the_running_run_drops_the_queue_and_joins_the_thread(
+        store: RunStore, factory: FakeFactory):
+    jobs = JobManager(store, experiment_factory=factory)
+    reached, release = hold_first_run_at_round(factory, 2)
+    running = jobs.submit(config(rounds=50))
+    queued = jobs.submit(config())
+    assert reached.wait(WAIT)
+    assert len(training_threads()) == 1
+    # Release the held round only once shutdown has begun (it marks the dropped run first), so the
+    # run must end right after that round.
+    threading.Thread(target=release_when_stopped, args=(store, queued, release), daemon=True).start()
+    jobs.shutdown(timeout=WAIT)
+    assert training_threads() == []
+    assert store.get_run(running).status == "stopped"
+    assert store.rounds(running)["round"].tolist() == [1, 2]
+    assert store.get_run(queued).status == "stopped"
+    with pytest.raises(RuntimeError, match="shut down"):
+        jobs.submit(config())

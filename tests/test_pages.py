@@ -1,0 +1,440 @@
+"""Every dashboard page through streamlit's AppTest, with training faked (tests.fakes.FakeExperiment).
+
+Each test gets its own run store (FEDLAB_DB in tmp_path). The job manager and store are cached per
+database path by pages.common, so tests never share runs; the fixture shuts the manager down after.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from fedlab.config import ALL_FEATURES, PRESETS, ExperimentConfig
+from fedlab.records import RoundRecord
+from fedlab.records import TestReport as Report  # not a pytest test class
+from fedlab.store import RunStore
+from tests import fakes
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT = 60  # seconds for one script run; the first Data page run generates the city
+WAIT = 15.0
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "runs" / "fedlab.db"
+    monkeypatch.setenv("FEDLAB_DB", str(path))
+    monkeypatch.setenv("FEDLAB_EXPERIMENT", "tests.fakes:FakeExperiment")
+    monkeypatch.chdir(ROOT)
+    yield path
+    from pages import common
+
+    for manager in _managers(common, path):
+        manager.shutdown(timeout=WAIT)
+    st.cache_resource.clear()
+
+
+def _managers(common, path: Path):
+    # The cached manager of this test's database, if a page made one (calling the getter returns it).
+    if not path.exists():
+        return []
+    return [common._start_jobs(str(path.resolve()), "tests.fakes:FakeExperiment")]
+
+
+def app(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    """No uncaught exception, and none caught by app.py's last-resort handler either."""
+    assert not at.exception, at.exception
+    unexpected = [e.value for e in at.error if e.value.startswith("Something went wrong")]
+    assert not unexpected, unexpected
+
+
+def wait_for_runs(db: Path, count: int, statuses=("finished", "stopped", "failed")) -> list:
+    store = RunStore(db)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        runs = store.list_runs()
+        if len(runs) >= count and all(run.status in statuses for run in runs):
+            return runs
+        time.sleep(0.05)
+    raise AssertionError(f"runs did not finish: {[(r.name, r.status) for r in store.list_runs()]}")
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(data) -> list[float]:
+    """Plotly sends numpy arrays as {"dtype", "bdata"} (base64); lists stay lists."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"])).tolist()
+    return list(data)
+
+
+def texts(at: AppTest) -> str:
+    parts = [*at.markdown, *at.caption, *at.info, *at.success, *at.warning, *at.error, *at.title, *at.header,
+             *at.subheader]
+    return "\n".join(str(p.value) for p in parts)
+
+
+def store_run(db: Path, name: str, *, features=PRESETS["central"], rounds: int = 3, model: bool = True) -> str:
+    """A finished run written straight into the store (no job manager)."""
+    store = RunStore(db)
+    fake = fakes.FakeExperiment(ExperimentConfig(features=features, rounds=rounds, gru_units=8))
+    run_id = store.create_run(fake.config, session_id="someone-else", name=name)
+    store.set_status(run_id, "running")
+    for record in fake.rounds():
+        store.add_round(run_id, record)
+    model_path = None
+    if model:
+        model_path = db.parent / "models" / f"{run_id}.keras"
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        fake.save_model(str(model_path))
+    store.finish(run_id, status="finished", test=fake.test(), baselines=fake.baselines(), timing={},
+                 model_path=str(model_path) if model_path else None)
+    return run_id
+
+
+# ----- Home and Data -----
+
+def test_home_explains_fedavg_and_says_the_data_is_synthetic(db):
+    at = app()
+    assert "federated" in texts(at).lower()
+    assert any("synthetic" in info.value.lower() for info in at.info)
+    assert [m.label for m in at.metric] == ["check-ins", "users", "venues", "categories"]
+    (diagram,) = chart_specs(at)
+    assert any("Server" in a.get("text", "") for a in diagram["layout"]["annotations"])
+    assert "Synthetic" in at.sidebar.caption[0].value
+
+
+def test_data_page_shows_metrics_for_the_synthetic_city(db):
+    from fedlab import explore
+    from fedlab.synthetic import generate_city
+
+    expected = explore.overview(generate_city())
+    at = app("data")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["check-ins"] == f"{expected['rows']:,}" and metrics["users"] == f"{expected['users']:,}"
+    assert metrics["venues"] == f"{expected['venues']:,}"
+    assert metrics["categories"] == f"{expected['categories']:,}"
+    assert {"clients", "train sequences", "validation sequences", "test sequences"} <= set(metrics)
+    assert metrics["clients"] == "100"
+    assert any("synthetic" in info.value.lower() for info in at.info)
+    assert at.selectbox(key="data_grouping").value == "uber"
+    assert at.number_input(key="data_n").value == 17
+    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
+    assert len(titles) == 5 and any("non-IID" in t for t in titles)
+    assert "non-IID" in texts(at)
+
+
+def test_data_page_follows_grouping_users_and_n(db):
+    at = app("data")
+    at.selectbox(key="data_grouping").set_value("root")
+    at.number_input(key="data_top_users").set_value(20)
+    at.number_input(key="data_n").set_value(9)
+    at.run()
+    assert_clean(at)
+    assert not at.error
+    assert {m.label: m.value for m in at.metric}["clients"] == "20"
+    categories = next(s for s in chart_specs(at) if s["layout"]["title"]["text"].startswith("Check-ins per category"))
+    assert "Food" in categories["data"][0]["y"]  # a root category
+
+
+def test_data_page_reports_an_impossible_n_as_a_message(db):
+    at = app("data")
+    at.number_input(key="data_n").set_value(500)
+    at.run()
+    assert_clean(at)
+    assert any("smaller N" in e.value for e in at.error)
+
+
+def test_a_file_path_can_be_chosen_in_the_sidebar(db, tmp_path):
+    from fedlab.synthetic import generate_city, write_raw
+
+    city = generate_city(users=12, days=365, seed=5)
+    path = tmp_path / "small_city.txt"
+    write_raw(city, path)
+    at = app("data")
+    at.sidebar.radio(key="source_kind").set_value("path").run()
+    at.sidebar.text_input(key="source_path").set_value(str(path))
+    at.sidebar.button(key="source_btn_path").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "small_city.txt" in at.sidebar.caption[-1].value
+    assert {m.label: m.value for m in at.metric}["users"] == "12"
+    assert not any("synthetic" in info.value.lower() for info in at.info)
+
+
+def test_a_missing_file_path_is_a_short_error(db, tmp_path):
+    at = app()
+    at.sidebar.radio(key="source_kind").set_value("path").run()
+    at.sidebar.text_input(key="source_path").set_value(str(tmp_path / "nope.txt"))
+    at.sidebar.button(key="source_btn_path").click().run()
+    assert_clean(at)
+    assert any("no file at" in e.value for e in at.sidebar.error)
+    assert "Synthetic" in at.sidebar.caption[-1].value  # still the synthetic city
+
+
+# ----- Train -----
+
+def test_train_widgets_exist_with_the_study_defaults_and_help(db):
+    at = app("train")
+    values = {w.key: w.value for w in at.number_input}
+    assert values["train_n"] == 17 and values["train_epochs"] == 4 and values["train_batch_size"] == 16
+    assert values["train_rounds"] == 10 and values["train_gru_units"] == 256
+    assert values["train_clients_per_round"] is None  # all clients
+    assert at.multiselect(key="train_features").value == list(PRESETS["central"])
+    assert at.radio(key="train_mode").value == "federated"
+    assert at.selectbox(key="train_client_optimizer").value == "adam"
+    assert at.selectbox(key="train_server_optimizer").value == "sgd"
+    widgets = [*at.number_input, *at.multiselect, *at.radio, *at.selectbox, *at.checkbox, *at.text_input, *at.button]
+    for widget in widgets:
+        if widget.key and widget.key.startswith("train_"):
+            assert widget.label and widget.help, widget.key
+
+
+def test_preset_buttons_set_the_features(db):
+    at = app("train")
+    at.button(key="train_btn_biggest").click().run()
+    assert at.multiselect(key="train_features").value == list(ALL_FEATURES)
+    at.button(key="train_btn_central").click().run()
+    assert at.multiselect(key="train_features").value == list(PRESETS["central"])
+
+
+def test_run_trains_and_its_rounds_reach_the_charts_and_the_table(db):
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(3)
+    at.number_input(key="train_gru_units").set_value(8)
+    at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    assert not at.error
+    (run,) = wait_for_runs(db, 1)
+    assert run.status == "finished" and run.config.rounds == 3 and run.config.gru_units == 8
+    at.run()
+    assert_clean(at)
+    assert any("Finished after 3 round" in s.value for s in at.success)
+    loss = next(s for s in chart_specs(at) if s["layout"]["yaxis"]["title"]["text"] == "cross-entropy loss (nats)")
+    validation = next(t for t in loss["data"] if t["name"] == run.name)  # the solid validation line
+    assert values(validation["y"]) == pytest.approx([2.2 / r for r in (1, 2, 3)])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["acc@1"] == "45.7%" and metrics["MRR"] == "0.610"
+    table = at.table[0].value
+    assert table.loc["acc@1 (test accuracy)"].iloc[0] == "45.7%"
+    assert table.loc["baseline · Majority class"].iloc[0] == "10.0%"
+    assert at.query_params["run"] == [run.id]
+
+
+def test_a_bad_setting_shows_an_error_not_an_exception(db):
+    at = app("train")
+    at.multiselect(key="train_features").set_value([])
+    at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    assert any("choose at least one feature" in e.value for e in at.error)
+    at.multiselect(key="train_features").set_value(["cat_id"])
+    at.number_input(key="train_client_lr").set_value(0.0)
+    at.button(key="train_btn_run").click().run()
+    assert any("client learning rate must be a number above 0" in e.value for e in at.error)
+    assert RunStore(db).list_runs() == []
+
+
+def test_a_running_run_shows_progress_and_can_be_stopped(db, monkeypatch):
+    monkeypatch.setattr(fakes, "ROUND_SECONDS", 0.05)
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(400)
+    at.button(key="train_btn_run").click().run()
+    store = RunStore(db)
+    (run,) = store.list_runs()
+    deadline = time.monotonic() + WAIT
+    while len(store.rounds(run.id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()
+    assert_clean(at)
+    (bar,) = at.get("progress")
+    assert "of at most 400" in bar.proto.text and "left" in bar.proto.text
+    at.button(key=f"stop_{run.id}").click().run()
+    (run,) = wait_for_runs(db, 1)
+    assert run.status == "stopped" and 2 <= len(store.rounds(run.id)) < 400
+    at.run()
+    assert any("Stopped after" in w.value for w in at.warning)
+
+
+def test_a_reloaded_tab_shows_the_run_from_the_url(db):
+    run_id = store_run(db, "kept from before")
+    at = app("train", run=run_id)
+    assert_clean(at)
+    assert "kept from before" in [s.value for s in at.subheader]
+    assert {m.label: m.value for m in at.metric}["acc@1"] == "45.7%"
+
+
+def test_a_broken_experiment_setting_is_a_short_error(db, monkeypatch):
+    monkeypatch.setenv("FEDLAB_EXPERIMENT", "tests.nowhere:Nothing")
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(1)
+    at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    assert any("FEDLAB_EXPERIMENT" in e.value for e in at.error)
+
+
+# ----- Compare -----
+
+def test_compare_defaults_to_central_against_biggest(db):
+    at = app("compare")
+    assert at.radio(key="cmp_mode").value == "new"
+    assert at.multiselect(key="cmp_a_features").value == list(PRESETS["central"])
+    assert at.multiselect(key="cmp_b_features").value == list(ALL_FEATURES)
+    assert at.number_input(key="cmp_a_n").value == 17 and at.number_input(key="cmp_b_epochs").value == 4
+
+
+def test_run_both_trains_two_runs_shown_together(db):
+    at = app("compare")
+    for side in ("a", "b"):
+        at.number_input(key=f"cmp_{side}_rounds").set_value(2)
+    at.button(key="cmp_btn_run").click().run()
+    assert_clean(at)
+    assert not at.error
+    runs = wait_for_runs(db, 2)
+    at.run()
+    assert_clean(at)
+    table = at.table[0].value
+    assert list(table.columns) == [r.name for r in reversed(runs)]  # run A (central) first
+    specs = chart_specs(at)
+    loss = next(s for s in specs if s["layout"]["yaxis"]["title"]["text"] == "cross-entropy loss (nats)")
+    colors = {t["name"]: t["line"]["color"] for t in loss["data"]}
+    assert colors["central · federated · N17"] == colors["central · federated · N17 · train"] == "#2563eb"
+    assert colors["biggest · federated · N17"] == colors["biggest · federated · N17 · train"] == "#f97316"
+    titles = [s["layout"]["title"]["text"] for s in specs]
+    assert sum(t.startswith("Confusion") for t in titles) == 2
+    assert any("per true category" in t for t in titles) and "Test accuracy per client" in titles
+
+
+def test_compare_reports_which_side_has_a_bad_setting(db):
+    at = app("compare")
+    at.multiselect(key="cmp_b_features").set_value([])
+    at.button(key="cmp_btn_run").click().run()
+    assert_clean(at)
+    assert any(e.value.startswith("Run B: choose at least one feature") for e in at.error)
+    assert RunStore(db).list_runs() == []
+
+
+def test_compare_from_history(db):
+    store_run(db, "central old")
+    store_run(db, "biggest old", features=ALL_FEATURES)
+    at = app("compare")
+    at.radio(key="cmp_mode").set_value("history").run()
+    assert_clean(at)
+    table = at.table[0].value
+    assert set(table.columns) == {"central old", "biggest old"}
+
+
+# ----- Runs -----
+
+def test_runs_page_without_runs_says_how_to_start(db):
+    at = app("runs")
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_runs_page_lists_every_run_and_opens_one(db):
+    first = store_run(db, "first run")
+    second = store_run(db, "second run")
+    at = app("runs")
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["second run", "first run"] and list(table["id"]) == [second, first]
+    assert table["test accuracy"].tolist() == pytest.approx([45.67, 45.67])  # shown as percent
+    assert at.selectbox(key="runs_open").value == second
+    at.selectbox(key="runs_open").set_value(first).run()
+    assert "first run" in [s.value for s in at.subheader]
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert labels == ["Export JSON", "Rounds CSV", "Model (.keras)"]
+
+
+def test_rename_and_delete_with_confirmation(db):
+    run_id = store_run(db, "old name")
+    keep = store_run(db, "keep me", model=False)
+    at = app("runs", run=run_id)
+    assert at.selectbox(key="runs_open").value == run_id
+    at.text_input(key=f"runs_name_{run_id}").set_value("new name")
+    at.button(key=f"runs_btn_rename_{run_id}").click().run()
+    assert RunStore(db).get_run(run_id).name == "new name"
+    assert "new name" in list(at.dataframe[0].value["name"])
+
+    at.button(key=f"runs_btn_delete_{run_id}").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key=f"runs_btn_cancel_{run_id}").click().run()
+    assert RunStore(db).get_run(run_id) is not None
+    at.button(key=f"runs_btn_delete_{run_id}").click().run()
+    at.button(key=f"runs_btn_confirm_{run_id}").click().run()
+    assert_clean(at)
+    assert RunStore(db).get_run(run_id) is None and not (db.parent / "models" / f"{run_id}.keras").exists()
+    assert list(at.dataframe[0].value["id"]) == [keep]
+
+
+def test_pin_as_reference_draws_it_faint_on_other_runs(db):
+    reference = store_run(db, "the reference")
+    other = store_run(db, "biggest now", features=ALL_FEATURES)
+    at = app("runs", run=reference)
+    at.button(key=f"runs_btn_pin_{reference}").click().run()
+    assert RunStore(db).reference() == reference
+    at.selectbox(key="runs_open").set_value(other).run()
+    loss = next(s for s in chart_specs(at) if s["layout"]["yaxis"]["title"]["text"] == "cross-entropy loss (nats)")
+    faint = [t for t in loss["data"] if t["name"].startswith("reference: the reference")]
+    assert len(faint) == 2 and all(t["opacity"] == 0.3 for t in faint)
+
+
+# ----- helpers in pages.common -----
+
+def test_uploads_are_saved_under_their_content_hash(tmp_path):
+    import hashlib
+
+    from pages import common
+
+    data = b"\x1f\x8b" + b"pretend gzip"
+    path = common.save_upload(data, tmp_path / "uploads")
+    assert path.name == f"{hashlib.sha256(data).hexdigest()[:24]}.gz"
+    assert path.read_bytes() == data
+    assert common.save_upload(data, tmp_path / "uploads") == path  # same content, same file
+    assert common.save_upload(b"user,venue\n", tmp_path / "uploads").suffix == ".txt"
+
+
+def test_pages_do_not_import_tensorflow():
+    code = ("import sys; from pages import common; import fedlab.charts, fedlab.explore; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_progress_line_estimates_time_left():
+    import pandas as pd
+
+    from pages import common
+
+    store_config = ExperimentConfig(rounds=10)
+
+    class FakeRun:
+        config = store_config
+
+    rounds = pd.DataFrame({"seconds": [2.0, 4.0]})
+    fraction, text = common.progress_line(FakeRun(), rounds)
+    assert fraction == pytest.approx(0.2) and text == "Round 2 of at most 10 · about 24 s left"
+    assert common.progress_line(FakeRun(), rounds.iloc[:0])[0] == 0.0
+
+
+def test_round_records_of_the_fake_match_the_engine_protocol():
+    fake = fakes.FakeExperiment(ExperimentConfig(rounds=2))
+    fake.prepare()
+    records = list(fake.rounds())
+    assert all(isinstance(r, RoundRecord) for r in records) and isinstance(fake.test(), Report)
