@@ -12,7 +12,7 @@ run: $(STAMP)
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --timeout 900
 
 bench: $(STAMP)
 	$(BIN)/python -m fedlab bench

@@ -9,8 +9,6 @@ import tensorflow as tf
 from fedlab.config import CATEGORICAL_FEATURES, EMBEDDED_FEATURES, ExperimentConfig
 
 layers = tf.keras.layers
-import os
-UNROLL = os.environ.get("UNROLL") == "1"
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
         variances = np.array([s * s for _, _, s in spec.numeric_stats], np.float32)
         parts.append(layers.Normalization(mean=means, variance=variances, name="standardise")(stacked))
     merged = parts[0] if len(parts) == 1 else layers.Concatenate(name="per_step_features")(parts)
-    hidden = layers.GRU(spec.gru_units, dropout=spec.dropout, return_sequences=True, unroll=UNROLL, name="gru")(merged)
+    hidden = layers.GRU(spec.gru_units, dropout=spec.dropout, return_sequences=True, name="gru")(merged)
     logits = layers.Dense(spec.num_classes, name="next_category")(hidden)
     return tf.keras.Model(inputs=inputs, outputs=logits, name="next_category_gru")
 

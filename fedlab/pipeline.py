@@ -83,7 +83,10 @@ def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0) -
     arrays = {}
     for code, name in enumerate(sequences.SPLITS):
         mask_rows = np.flatnonzero(split == code)
-        starts = sequences.window_starts(segment[mask_rows], length=config.n, stride=stride)
+        # Sliding windows only multiply training sequences; validation and test stay non-overlapping
+        # chunks, so every held-out check-in is scored once, whatever the stride.
+        step = stride if name == "train" else config.n
+        starts = sequences.window_starts(segment[mask_rows], length=config.n, stride=step)
         windows = mask_rows[sequences.window_rows(starts, config.n)] if len(starts) else np.zeros((0, config.n), np.int64)
         arrays[name] = _split_arrays(columns, cat_ids, windows, client_codes, n_clients)
     if config.iid:

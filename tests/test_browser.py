@@ -74,8 +74,9 @@ def _stop_server(server: subprocess.Popen) -> None:
     server.wait(15)
 
 
-def _group_members(pgid: int) -> list[str]:
-    out = []
+def _group_members(pgid: int) -> dict[int, str]:
+    """Live processes (pid -> command name) in a process group; zombies do not count."""
+    out = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -83,21 +84,16 @@ def _group_members(pgid: int) -> list[str]:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        fields = stat.rpartition(")")[2].split()
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        fields = rest.split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(stat.split(" ", 2)[1])
+            out[int(proc.name)] = name
     return out
 
 
-def _worker_binaries() -> set[int]:
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "comm").read_text().strip().startswith("worker_binar"):
-                pids.add(int(proc.name))
-        except OSError:
-            continue
-    return pids
+def _worker_binaries(pgid: int) -> set[int]:
+    # Only our server's: other test sessions on this machine may run TFF workers of their own.
+    return {pid for pid, name in _group_members(pgid).items() if name.startswith("worker_binar")}
 
 
 def _open_page(page, name: str) -> None:
@@ -133,7 +129,6 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
     log = tmp_path / "streamlit.log"
     env = {**os.environ, "FEDLAB_DB": str(tmp_path / "runs" / "fedlab.db"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("FEDLAB_EXPERIMENT", None)  # the real engine
-    workers_before = _worker_binaries()
     with open(log, "wb") as sink:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -193,7 +188,7 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
         pgid = server.pid
         _stop_server(server)
     deadline = time.monotonic() + 10
-    while (_group_members(pgid) or _worker_binaries() - workers_before) and time.monotonic() < deadline:
+    while _group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _group_members(pgid), "processes of the streamlit group survived"
-    assert not _worker_binaries() - workers_before, "a TFF worker_binary survived the server"
+    assert not _worker_binaries(pgid), "a TFF worker_binary survived the server"
+    assert not _group_members(pgid), f"processes of the server's group survived: {_group_members(pgid)}"

@@ -209,6 +209,17 @@ def test_train_widgets_exist_with_the_study_defaults_and_help(db):
             assert widget.label and widget.help, widget.key
 
 
+def test_settings_survive_a_visit_to_another_page(db):
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(3)
+    at.button(key="train_btn_biggest").click().run()
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/train.py").run()
+    assert_clean(at)
+    assert at.number_input(key="train_rounds").value == 3
+    assert at.multiselect(key="train_features").value == list(ALL_FEATURES)
+
+
 def test_preset_buttons_set_the_features(db):
     at = app("train")
     at.button(key="train_btn_biggest").click().run()
@@ -343,6 +354,17 @@ def test_compare_from_history(db):
 
 
 # ----- Runs -----
+
+def test_an_unusable_run_store_is_a_short_error(tmp_path, monkeypatch):
+    bad = tmp_path / "not-a-database.db"
+    bad.write_text("this is not sqlite " * 100)
+    monkeypatch.setenv("FEDLAB_DB", str(bad))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    assert_clean(at)
+    assert any("run store" in e.value and "not a database" in e.value for e in at.error)
+
 
 def test_runs_page_without_runs_says_how_to_start(db):
     at = app("runs")

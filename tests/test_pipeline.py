@@ -134,3 +134,11 @@ def test_real_sample_file(real_sample_path):
     assert data.summary["clients"] == 100
     assert data.summary["other_rows"] == 0
     assert 5 <= len(data.class_names) <= 10
+
+
+def test_stride_multiplies_training_sequences_only():
+    frame = _frame({"u1": 200})
+    chunks = prepare(frame, DataConfig(n=9, grouping="fine", top_users=None))
+    sliding = prepare(frame, DataConfig(n=9, grouping="fine", top_users=None, stride=1))
+    assert len(sliding.train) == 128 - 9 + 1 > len(chunks.train)
+    assert len(sliding.test) == len(chunks.test) and len(sliding.val) == len(chunks.val)

@@ -1,0 +1,119 @@
+"""The command line: JSON output, one-line errors with exit status 2, and no TFF process left behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fedlab.runtime import worker_binary_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ["run", "--top-users", "3", "--n", "9", "--gru-units", "8", "--embedding-dim", "4", "--rounds", "2",
+            "--epochs", "1", "--batch-size", "8"]
+
+
+def cli_env(tag: str = "") -> dict:
+    # The tag is inherited by the TFF worker, so a test finds its own workers among other processes.
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
+            "FEDLAB_TEST_TAG": tag}
+
+
+def fedlab(*args, timeout=300, tag: str = "", **kwargs) -> subprocess.CompletedProcess:
+    env = cli_env(tag)
+    return subprocess.run([sys.executable, "-m", "fedlab", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def worker_processes(tag: str) -> list[int]:
+    """TFF worker_binary processes started by a CLI run carrying this tag."""
+    binary = str(worker_binary_path())
+    marker = f"FEDLAB_TEST_TAG={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
+                    and marker in (entry / "environ").read_bytes().split(b"\0")):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_data_stats_json_has_every_field():
+    out = fedlab("data-stats", "--json", "--top-users", "20", "--n", "9")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    for key in ("rows", "users", "venues", "categories", "groups", "skipped_rows", "first_time", "last_time",
+                "clients", "train_sequences", "val_sequences", "test_sequences", "preprocess_seconds"):
+        assert key in stats
+    assert stats["clients"] == 20
+
+
+def test_data_stats_on_the_real_sample(real_sample_path):
+    stats = json.loads(fedlab("data-stats", "--json", "--data", str(real_sample_path), "--grouping", "root").stdout)
+    assert stats["users"] == 160 and stats["groups"] <= 10
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["data-stats", "--data", "/no/such/file.txt"], "no/such/file.txt"),
+    (["data-stats", "--n", "1"], "N must be at least 2"),
+    (["run", "--rounds", "0"], "rounds"),
+    (["run", "--features", "cat_id,warp_speed"], "unknown feature"),
+    (["run", "--client-lr", "-1"], "learning rate"),
+    (["data-stats", "--grouping", "galaxy"], "grouping"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    out = fedlab(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_empty_file_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = fedlab("data-stats", "--data", str(empty))
+    assert out.returncode == 2 and "empty" in out.stderr.lower()
+
+
+def test_run_writes_the_json_and_leaves_no_worker(tmp_path):
+    tag = uuid.uuid4().hex
+    out_file = tmp_path / "run.json"
+    out = fedlab(*TINY_RUN, "--json-out", str(out_file), tag=tag)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("round ") >= 2  # a progress line per round
+    result = json.loads(out_file.read_text())
+    assert set(result) >= {"config", "rounds", "test", "baselines", "timing"}
+    assert [r["round"] for r in result["rounds"]] == [1, 2]
+    assert set(result["test"]) >= {"accuracy", "top5_accuracy", "mrr", "loss", "examples", "per_client", "per_class"}
+    assert set(result["baselines"]) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
+    assert set(result["timing"]) >= {"preprocess_seconds", "build_seconds", "train_seconds"}
+    assert worker_processes(tag) == []
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)])
+def test_interrupted_or_killed_run_leaves_no_worker(signum, status):
+    tag = uuid.uuid4().hex
+    env = cli_env(tag)
+    proc = subprocess.Popen([sys.executable, "-m", "fedlab", *TINY_RUN[:-6], "--rounds", "50", "--patience", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    try:
+        for line in proc.stdout:  # wait until training runs, so the worker exists
+            if line.startswith("round"):
+                break
+        assert worker_processes(tag), "the run should have started a TFF worker"
+        proc.send_signal(signum)
+        rest, _ = proc.communicate(timeout=60)  # returns only once every pipe holder is gone
+    finally:
+        proc.kill()
+    assert proc.returncode == status
+    deadline = time.monotonic() + 10
+    while worker_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_processes(tag) == []
