@@ -140,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from fedlab import bench as bench_module
+    from fedlab.report import add_report_parser
+
     bench_module.add_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -234,7 +234,9 @@ class Experiment:
         self.trained_model().save(path)
 
     def summary(self) -> dict:
-        return dict(self.data.summary) if self.data is not None else {}
+        if self.data is None:
+            return {}
+        return {**self.data.summary, "train_clients": int(len(self._train_clients))}
 
     def close(self) -> None:
         if self._runtime is not None:

@@ -382,7 +382,7 @@ def test_runs_page_lists_every_run_and_opens_one(db):
     at.selectbox(key="runs_open").set_value(first).run()
     assert "first run" in [s.value for s in at.subheader]
     labels = [d.proto.label for d in at.get("download_button")]
-    assert labels == ["Export JSON", "Rounds CSV", "Model (.keras)"]
+    assert labels == ["Export JSON", "Rounds CSV", "Model (.keras)", "Download report (HTML)"]
 
 
 def test_rename_and_delete_with_confirmation(db):
