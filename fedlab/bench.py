@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig
+from fedlab.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -26,7 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="central")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--data", help="check-in file (default: the synthetic city)")
-    p.add_argument("--workers", default="", help="host:port,... of TFF workers to time as well")
+    p.add_argument("--workers", default="",
+                   help="time the round on TFF workers next to the local runtime: 'local' = 1, 2 and 4 workers "
+                        "started on loopback by the bench, '1,2,8' = those counts, or host:port,... of running workers")
     p.add_argument("--end-to-end", action="store_true",
                    help="the study's full experiment: both presets, 100 clients, N 17, 4 epochs, batch 16, 10 rounds")
     p.add_argument("--runs", type=int, default=1, help="with --end-to-end: repeat the experiment in one process")
@@ -42,7 +45,10 @@ def run_bench(args) -> int:
         config = ExperimentConfig(
             data=DataConfig(data=args.data, top_users=args.clients, n=args.n), features=PRESETS[args.preset],
             epochs=args.epochs, batch_size=args.batch_size, gru_units=args.gru_units)
-        result = round_vs_keras(config, repeats=args.repeats)
+        if args.workers:
+            result = workers_scaling(config, workers=args.workers, repeats=args.repeats)
+        else:
+            result = round_vs_keras(config, repeats=args.repeats)
     print(json.dumps(result) if args.json else _format(result))
     return 0
 
@@ -69,6 +75,74 @@ def round_vs_keras(config: ExperimentConfig, *, repeats: int) -> dict:
             "ratio": round(fed / keras, 2), "clients": len(experiment._train_clients),
             "batches_per_round": _batches_per_round(experiment), "repeats": repeats,
             "fedavg_round_all_seconds": [round(t, 3) for t in fed_times]}
+
+
+LOCAL_WORKER_COUNTS = (1, 2, 4)
+
+
+def parse_workers_option(text: str) -> tuple[int, ...] | tuple[str, ...]:
+    """'local' -> (1, 2, 4); '1,2,8' -> counts of local workers; 'host:port,...' -> those workers."""
+    items = [w.strip() for w in text.split(",") if w.strip()]
+    if items == ["local"]:
+        return LOCAL_WORKER_COUNTS
+    if items and all(i.isdigit() and int(i) >= 1 for i in items):
+        return tuple(int(i) for i in items)
+    ExperimentConfig(workers=tuple(items))  # ConfigError unless each looks like host:port
+    return tuple(items)
+
+
+def workers_scaling(config: ExperimentConfig, *, workers: str, repeats: int) -> dict:
+    """Median round seconds (training and validation, as in a run) on the local runtime and across workers.
+
+    Local counts start that many workers on loopback; on one machine each worker already uses every
+    core, so this measures the overhead of splitting, not a speed-up (that needs several machines).
+    Every setup trains the same seeded rounds; their metrics are compared with the local runtime's.
+    """
+    from fedlab.engine import BuildCache
+    from fedlab.runtime import check_workers, local_workers
+
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, not {repeats}")
+    plan = parse_workers_option(workers)
+    if isinstance(plan[0], str):
+        check_workers(plan)  # fail in seconds, before building anything
+        setups = [(",".join(plan), plan)]
+    else:
+        setups = [(f"{count} local", count) for count in plan]
+    # Dropout 0: with GRU dropout TFF's masks depend on thread scheduling, so metrics could not be compared.
+    config = config.replace(rounds=repeats + 1, patience=repeats + 1, dropout=0.0)
+    cache = BuildCache()
+    local, local_metrics, experiment = _timed_rounds(config, cache)
+    seconds, all_seconds, worst = {}, {"local runtime": local}, 0.0
+    for label, setup in setups:
+        if isinstance(setup, int):
+            with local_workers(setup) as targets:
+                times, metrics, _ = _timed_rounds(config.replace(workers=tuple(targets)), cache)
+        else:
+            times, metrics, _ = _timed_rounds(config.replace(workers=setup), cache)
+        seconds[label], all_seconds[label] = round(statistics.median(times), 3), times
+        worst = max(worst, float(np.max(np.abs(metrics - local_metrics) / np.maximum(np.abs(local_metrics), 1e-12))))
+    base = statistics.median(local)
+    return {"local_runtime_round_seconds": round(base, 3), "workers_round_seconds": seconds,
+            "relative_to_local_runtime": {k: round(v / base, 2) for k, v in seconds.items()},
+            "max_relative_metric_difference": float(f"{worst:.3g}"), "metrics_match_local": worst <= 1e-5,
+            "clients": len(experiment._train_clients), "batches_per_round": _batches_per_round(experiment),
+            "repeats": repeats, "dropout": 0.0, "cpu_cores": os.cpu_count(),
+            "round_seconds_all": {k: [round(t, 3) for t in v] for k, v in all_seconds.items()}}
+
+
+def _timed_rounds(config: ExperimentConfig, cache) -> tuple[list[float], np.ndarray, object]:
+    """Round seconds (the first, warm-up round left out) and every round's metrics, for one setup."""
+    from fedlab.engine import Experiment
+
+    experiment = Experiment(config, cache=cache)
+    try:
+        experiment.prepare()
+        records = list(experiment.rounds())
+    finally:
+        experiment.close()
+    metrics = np.array([[r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy] for r in records])
+    return [r.seconds for r in records][1:], metrics, experiment
 
 
 def _batches_per_round(experiment) -> int:

@@ -96,6 +96,10 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = experiment_config_from(args)  # checked before TensorFlow is imported, so errors come fast
+    if config.workers:
+        from fedlab.runtime import check_workers
+
+        check_workers(config.workers)  # an unreachable worker fails in seconds, before data or model
     from fedlab.training import run_to_completion
 
     result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready)
@@ -144,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_module.add_parser(sub)
     add_report_parser(sub)
+    from fedlab import workers as workers_module
+
+    workers_module.add_parser(sub)
     return parser
 
 

@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 SCREENSHOTS = ROOT / "screenshots"
-TRAIN_TIMEOUT_MS = 240_000  # a tiny real run takes about 2-3 minutes on 2 CPU cores
+TRAIN_TIMEOUT_MS = 480_000  # building the TFF computations takes a minute or more on 2 busy cores
 PAGE_TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1400, "height": 1000}
 # Streamlit scrolls inside its main pane (stMain), not the document.
@@ -119,7 +119,7 @@ def _shoot(page, name: str) -> None:
     page.set_viewport_size(VIEWPORT)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_train_a_tiny_real_run_in_the_browser(tmp_path):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
@@ -157,7 +157,7 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
 
                 _open_page(page, "Train")
                 expect(page.get_by_label("GRU units", exact=True)).to_have_value("256")
-                _set_number(page, "Users (clients)", 10)
+                _set_number(page, "Users (clients)", 3)
                 _set_number(page, "Rounds", 2)
                 _set_number(page, "Local epochs per round", 1)
                 _set_number(page, "GRU units", 8)
