@@ -7,7 +7,7 @@ The packaged binary has no bind-address flag (`worker_binary --helpfull` lists o
 --max_concurrent_computation_calls and --grpc_max_message_length_megabytes): it always listens on
 every interface ([::]:P), and it runs any computation from anyone who reaches that port. So this
 command refuses to start unless --allow-remote confirms that the port is on a private network or
-firewalled (for one machine, or over an SSH tunnel, block the port from outside: docs/workers.md).
+firewalled (for one machine, or over an SSH tunnel, block the port from outside: the README, "Training on several machines").
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from fedlab.errors import FedlabError
 REFUSAL = ("the TFF worker program has no option to listen on loopback only: it listens on every network "
            "interface of this machine and runs any computation sent by anyone who reaches its port. Start it "
            "only where that port is reachable from trusted machines alone (a private network, a firewall, or "
-           "behind an SSH tunnel with the port blocked from outside; see docs/workers.md), and pass "
+           "behind an SSH tunnel with the port blocked from outside; see 'Training on several machines' in the README), and pass "
            "--allow-remote to confirm")
 
 

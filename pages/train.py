@@ -13,9 +13,14 @@ common.source_banner()
 settings, results = st.columns([2, 3], gap="large")
 with settings:
     values = common.settings_form("train", preset="central", columns=2)
+    workers = st.text_input(
+        "Workers", key="train_workers", placeholder="off: train on this machine",
+        help="Train across TFF workers, as host:port,host:port. Start each with "
+             "`python -m fedlab worker --port 8000 --allow-remote` on a private network (see the README). "
+             "Empty = this machine.")
     if st.button("Run", type="primary", key="train_btn_run", icon=":material/play_arrow:",
                  help="Queue a run with these settings. It trains in the background; results appear on the right."):
-        run_id = common.submit(values)
+        run_id = common.submit({**values, "workers": workers})
         if run_id is not None:
             common.open_train_run(run_id)
 

@@ -264,6 +264,16 @@ def test_a_bad_setting_shows_an_error_not_an_exception(db):
     assert RunStore(db).list_runs() == []
 
 
+def test_workers_are_off_by_default_and_a_bad_address_is_an_error(db):
+    at = app("train")
+    assert at.text_input(key="train_workers").value in ("", None)
+    at.text_input(key="train_workers").set_value("localhost")
+    at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    assert any("host:port" in e.value for e in at.error)
+    assert RunStore(db).list_runs() == []
+
+
 def test_a_running_run_shows_progress_and_can_be_stopped(db, monkeypatch):
     monkeypatch.setattr(fakes, "ROUND_SECONDS", 0.05)
     at = app("train")
