@@ -23,8 +23,9 @@ The canonical frame has the columns of ``COLUMNS`` in file order: ``user``, ``ve
 UTC; other ``+hhmm`` offsets in the timestamp are converted to UTC).
 
 Bad rows raise ``DataError`` naming the first bad line (1-based, counting every physical line of
-the file, header included) and column; with ``skip_bad_rows=True`` they are dropped and counted
-by reason in ``LoadResult.skipped``. Blank lines are ignored. Exact duplicate rows (equal in
+the file, header included; rows with the wrong number of columns are looked for before bad values)
+and column; with ``skip_bad_rows=True`` they are dropped and counted by reason in
+``LoadResult.skipped``. Blank lines are ignored. Exact duplicate rows (equal in
 every column after parsing) are always dropped, keeping the first, and counted under
 ``"duplicate row"``; they are not errors. Note that the reconstructed NYC subset has 386 such
 rows (timestamps there are truncated to the minute), so it loads as 147,532 of its 147,918 rows.
@@ -192,7 +193,15 @@ def _check_size(size: int, max_bytes: int | None, *, what: str) -> None:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+    # MB of 2**20 bytes, as Streamlit counts its upload limit (server.maxUploadSize).
+    return f"{size / 2**20:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+
+
+def _check_unpacked(size: int, max_bytes: int | None, *, what: str) -> None:
+    # Only max_bytes + 1 bytes are unpacked, so the true size is unknown beyond "more than".
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(f"the decompressed content of {what} is more than the {_megabytes(max_bytes)} limit; "
+                        f"load a smaller file (for example fewer users)")
 
 
 def _decompress(data: bytes, *, max_bytes: int | None) -> tuple[bytes, str]:
@@ -215,7 +224,7 @@ def _gunzip(data: bytes, *, max_bytes: int | None) -> bytes:
             out = stream.read(limit)
     except (OSError, EOFError, zlib.error, struct.error) as error:
         raise DataError(f"the gzip file is damaged or incomplete ({error}); download or compress it again") from None
-    _check_size(len(out), max_bytes, what="the decompressed file")
+    _check_unpacked(len(out), max_bytes, what="the gzip file")
     return out
 
 
@@ -243,7 +252,7 @@ def _unzip(data: bytes, *, max_bytes: int | None) -> bytes:
                         f"zip it again with ordinary (deflate) compression") from None
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error, ValueError) as error:
         raise DataError(f"the zip archive is damaged or incomplete ({error}); download or zip it again") from None
-    _check_size(len(out), max_bytes, what="the unzipped file")
+    _check_unpacked(len(out), max_bytes, what="the zip archive")
     return out
 
 
@@ -316,6 +325,9 @@ def _parse(data: bytes, *, encoding: str, skip_bad_rows: bool) -> tuple[pd.DataF
         summary = ", ".join(f"{count:,} {reason}" for reason, count in skipped.items())
         raise DataError(f"none of the {len(records.starts):,} rows can be used ({summary}); "
                         f"check that this is a Foursquare check-in file", line=int(kept.lines[0]))
+    # The canonical columns hold all that is needed now: free the byte spans and the parsed table
+    # (for a million rows about a quarter of the peak memory) before building the frame.
+    del records, kept, table, times, time_codes, value_of
     frame, duplicates = _canonical_frame(columns, keep=~bad)
     if duplicates:
         skipped[DUPLICATE] = duplicates
@@ -364,9 +376,11 @@ def _read_values(data: bytes, arr: np.ndarray, kept: _Records, *, layout: _Layou
     times, codes = _parse_utc_fields(data, arr, starts, stops, encoding=encoding)
 
     def value_of(column: str, row: int) -> object:
+        # The field as written in the file, so a message quotes "91" rather than the parsed 91.0.
         if column == "utc_time":
             return data[int(starts[row]):int(stops[row])].decode(encoding)
-        return table[column].iloc[row]
+        lo, hi = (int(span[row]) for span in _field_spans(kept, layout.columns.index(column)))
+        return data[lo:hi].decode(encoding)
 
     return table, times, codes, value_of
 

@@ -174,8 +174,13 @@ def load_frame(config: DataConfig) -> tuple[pd.DataFrame, int]:
 
 
 def load_and_prepare(config: DataConfig) -> SequenceData:
+    """Load and prepare data for training (CLI and engine): unlike `prepare` alone, it also needs validation
+    sequences, since training keeps the round with the lowest validation loss (and Keras refuses empty data)."""
     started = time.perf_counter()
     frame, skipped = load_frame(config)
     data = prepare(frame, config, skipped_rows=skipped)
+    if len(data.val) == 0:
+        raise DataError(f"no client has enough check-ins for a validation sequence of N={config.n} (validation is "
+                        "16% of each client's check-ins, just before its test part); choose a smaller N or more users")
     data.summary["preprocess_seconds"] = round(time.perf_counter() - started, 4)
     return data

@@ -323,8 +323,7 @@ class Runtime:
     def _cancel_leftover_subrounds(self) -> None:
         """When one worker's share of a round fails, TFF leaves the other shares running; cancel them
         (else each ends later in 'Task exception was never retrieved' on stderr)."""
-        runner = getattr(self.context, "_async_runner", None)  # only the multi-worker context has one
-        loop = getattr(runner, "_event_loop", None)
+        loop = getattr(getattr(self.context, "_async_runner", None), "_event_loop", None)
         if loop is None or loop.is_closed():
             return
 
@@ -344,6 +343,7 @@ class Runtime:
             channel.close()
         self._channels = []
         _stop_all(self._processes)
+        _stop_event_loop(self.context if hasattr(self, "context") else None)
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()
@@ -354,6 +354,22 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stop_event_loop(context) -> None:
+    """TFF's contexts run an event loop in a thread that keeps itself alive; stop it, or every run leaks
+    two threads."""
+    runner = getattr(context, "_async_runner", None)
+    loop = getattr(runner, "_event_loop", None)
+    if loop is None or loop.is_closed():
+        return
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    runner._thread.join(5)
+    if not runner._thread.is_alive():
+        loop.close()
+    runner._finalizer = lambda *args: None  # its own finaliser would touch the closed loop
 
 
 def _stop_all(processes: list[subprocess.Popen]) -> None:

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = APP_ROOT / "runs" / "fedlab.db"
 UPLOAD_DIR = APP_ROOT / "data" / "uploads"  # uploads are saved here under a content hash, never their own name
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # also caps the decompressed size of a .gz / .zip upload
 POLL_SECONDS = 1.0
 
 SOURCE_KINDS = {"synthetic": "Synthetic city (default)", "path": "A file on the server (path)",
@@ -277,12 +276,20 @@ def path_source(text: str) -> DataSource:
     """A DataSource for a typed path; DataError when it is not a readable file."""
     if not text or not text.strip():
         raise DataError("type the path of a check-in file first")
-    path = Path(text.strip()).expanduser()
-    if not path.exists():
+    try:
+        path = Path(text.strip()).expanduser()
+        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long, a symlink loop...
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataError(f"cannot use that path ({reason}); type the path of a check-in file") from None
+    if not exists:
         raise DataError(f"there is no file at {path}; check the path (it is on the server, not your computer)")
-    if not path.is_file():
+    if is_dir:
         raise DataError(f"{path} is a folder; give the path of a check-in file inside it")
-    return DataSource("path", str(path.resolve()), f"file {path.name}")
+    if not is_file:
+        raise DataError(f"{path} is not a regular file (a device or a pipe); give the path of a check-in file")
+    return DataSource("path", str(resolved), f"file {path.name}")
 
 
 def _upload_picker() -> None:
@@ -312,10 +319,18 @@ def _upload_picker() -> None:
         _use_source(source)
 
 
+def max_upload_bytes() -> int:
+    """The upload limit: Streamlit's server.maxUploadSize (in MB, .streamlit/config.toml), which its uploader
+    also enforces in the browser. It caps the decompressed size of a .gz / .zip upload too."""
+    return int(st.get_option("server.maxUploadSize")) * 2**20
+
+
 def save_upload(data: bytes, folder: Path) -> Path:
     """Saves uploaded bytes as <sha256 prefix>.<ext> in `folder` (the name the upload chose is never used)."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise DataError(f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MB; use a smaller file or a path")
+    limit = max_upload_bytes()
+    if len(data) > limit:
+        raise DataError(f"the upload is {len(data) / 2**20:,.1f} MB, more than the {limit // 2**20:,} MB limit; "
+                        "load a smaller file (for example fewer users), or put it on the server and give its path")
     digest = hashlib.sha256(data).hexdigest()[:24]
     path = Path(folder) / f"{digest}.{_upload_extension(data)}"
     if not path.is_file():
@@ -361,7 +376,7 @@ def _cached_frame(key: tuple) -> tuple[pd.DataFrame, int]:
     if stamp == "missing":
         raise DataError(f"the file {path} is gone; choose the data source again in the sidebar")
     if kind == "upload":
-        loaded = load_checkins(path, skip_bad_rows=skip, max_bytes=MAX_UPLOAD_BYTES)
+        loaded = load_checkins(path, skip_bad_rows=skip, max_bytes=max_upload_bytes())
         return loaded.frame, sum(loaded.skipped.values())
     return pipeline.load_frame(DataConfig(data=path, skip_bad_rows=skip))
 
@@ -458,26 +473,26 @@ def settings_form(prefix: str, *, preset: str = "central", columns: int = 4) -> 
         st.button("Biggest preset", key=key("btn_biggest"), on_click=_set_preset, args=(prefix, "biggest"),
                   help="Every feature, including user, venue and position.")
     cells = _grid(columns, 8)
-    next(cells).number_input("Sequence length N (check-ins)", min_value=2, max_value=500, step=1, key=key("n"),
-                             help="Check-ins per sequence: the GRU reads N-1 and predicts the next category "
-                                  "after each. The study used 17.")
-    next(cells).number_input("Rounds", min_value=1, max_value=1000, step=1, key=key("rounds"),
-                             help="Most federated rounds (epochs when centralized). Training stops earlier "
-                                  "when the validation loss has not improved for 'patience' rounds.")
-    next(cells).number_input("Local epochs per round", min_value=1, max_value=100, step=1, key=key("epochs"),
-                             help="Passes each client makes over its own data before sending its update. "
-                                  "The study used 4.")
-    next(cells).number_input("Batch size (sequences)", min_value=1, max_value=4096, step=1, key=key("batch_size"),
-                             help="Sequences per gradient step on a client. The study used 16.")
-    next(cells).number_input("Users (clients)", min_value=1, max_value=100_000, step=1, key=key("top_users"),
-                             help="The K users with the most check-ins; each becomes one federated client. "
-                                  "Fewer users train faster.")
-    next(cells).number_input("Clients per round", min_value=1, max_value=100_000, step=1, value=None,
-                             key=key("clients_per_round"), placeholder="all",
-                             help="How many clients the server samples each round. Empty = all of them.")
-    next(cells).number_input("GRU units", min_value=1, max_value=2048, step=1, key=key("gru_units"),
-                             help="Size of the GRU's memory. 256 as in the study; 8–32 trains in seconds "
-                                  "for a demo.")
+    _number_input(next(cells), "Sequence length N (check-ins)", min_value=2, max_value=500, step=1, key=key("n"),
+                  help="Check-ins per sequence: the GRU reads N-1 and predicts the next category "
+                       "after each. The study used 17.")
+    _number_input(next(cells), "Rounds", min_value=1, max_value=1000, step=1, key=key("rounds"),
+                  help="Most federated rounds (epochs when centralized). Training stops earlier "
+                       "when the validation loss has not improved for 'patience' rounds.")
+    _number_input(next(cells), "Local epochs per round", min_value=1, max_value=100, step=1, key=key("epochs"),
+                  help="Passes each client makes over its own data before sending its update. "
+                       "The study used 4.")
+    _number_input(next(cells), "Batch size (sequences)", min_value=1, max_value=4096, step=1, key=key("batch_size"),
+                  help="Sequences per gradient step on a client. The study used 16.")
+    _number_input(next(cells), "Users (clients)", min_value=1, max_value=100_000, step=1, key=key("top_users"),
+                  help="The K users with the most check-ins; each becomes one federated client. "
+                       "Fewer users train faster.")
+    _number_input(next(cells), "Clients per round", min_value=1, max_value=100_000, step=1, value=None,
+                  key=key("clients_per_round"), placeholder="all",
+                  help="How many clients the server samples each round. Empty = all of them.")
+    _number_input(next(cells), "GRU units", min_value=1, max_value=2048, step=1, key=key("gru_units"),
+                  help="Size of the GRU's memory. 256 as in the study; 8–32 trains in seconds "
+                       "for a demo.")
     next(cells).radio("Training mode", list(MODES), key=key("mode"), horizontal=True,
                       format_func={"federated": "federated (FedAvg)", "centralized": "centralized"}.get,
                       help="Federated: data stays with each client and only model updates travel. "
@@ -487,6 +502,26 @@ def settings_form(prefix: str, *, preset: str = "central", columns: int = 4) -> 
     st.text_input("Run name (optional)", key=key("name"), max_chars=80,
                   help="Shown in the run list and on charts. Empty = made from the settings.")
     return {field: st.session_state[key(field)] for field in SETTING_FIELDS}
+
+
+def _number_input(cell, label: str, *, key: str, min_value, max_value, **kwargs):
+    """cell.number_input that survives a session value outside its limits.
+
+    The browser never sends one, but Streamlit raises on such a value at every rerun, which would leave the
+    page broken for the rest of the session; the value is put back in range instead, with a message.
+    """
+    value = st.session_state.get(key)
+    kind = type(min_value)  # int or float, as the widget's limits
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if value is not None and not (number and min_value <= value <= max_value and kind(value) == value):
+        if number:
+            st.session_state[key] = kind(min(max(value, min_value), max_value))
+        else:
+            del st.session_state[key]  # the widget starts again from its lowest value
+        fixed = st.session_state.get(key, min_value)
+        cell.error(f"{label} must be between {min_value:,} and {max_value:,}, not {value!r}; it is now {fixed!r}. "
+                   "Check it, then press Run.", icon=":material/error:")
+    return cell.number_input(label, key=key, min_value=min_value, max_value=max_value, **kwargs)
 
 
 def _grid(columns: int, count: int):
@@ -499,16 +534,16 @@ def _advanced_settings(key: Callable[[str], str], columns: int) -> None:
     cells = _grid(min(columns, 3), 8)
     next(cells).selectbox("Client optimizer", list(OPTIMIZERS), key=key("client_optimizer"),
                           help="Optimizer of the local training on each client (and of centralized training).")
-    next(cells).number_input("Client learning rate", min_value=0.0, max_value=10.0, step=0.001, format="%.4f",
-                             key=key("client_lr"), help="Step size of the client optimizer; must be above 0.")
-    next(cells).number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key=key("seed"),
-                             help="Same seed + same settings = the same run (initial model, client sampling).")
+    _number_input(next(cells), "Client learning rate", min_value=0.0, max_value=10.0, step=0.001, format="%.4f",
+                  key=key("client_lr"), help="Step size of the client optimizer; must be above 0.")
+    _number_input(next(cells), "Random seed", min_value=0, max_value=2**31 - 1, step=1, key=key("seed"),
+                  help="Same seed + same settings = the same run (initial model, client sampling).")
     next(cells).selectbox("Server optimizer", list(OPTIMIZERS), key=key("server_optimizer"),
                           help="How the server applies the averaged update. SGD with rate 1.0 = plain FedAvg.")
-    next(cells).number_input("Server learning rate", min_value=0.0, max_value=100.0, step=0.1, format="%.3f",
-                             key=key("server_lr"), help="Step size of the server optimizer; must be above 0.")
-    next(cells).number_input("Patience (rounds)", min_value=1, max_value=1000, step=1, key=key("patience"),
-                             help="Stop after this many rounds without a lower validation loss.")
+    _number_input(next(cells), "Server learning rate", min_value=0.0, max_value=100.0, step=0.1, format="%.3f",
+                  key=key("server_lr"), help="Step size of the server optimizer; must be above 0.")
+    _number_input(next(cells), "Patience (rounds)", min_value=1, max_value=1000, step=1, key=key("patience"),
+                  help="Stop after this many rounds without a lower validation loss.")
     next(cells).selectbox("Category grouping", list(GROUPINGS), key=key("grouping"),
                           format_func=lambda g: f"{g} · {GROUPING_NAMES[g]}",
                           help="Which classes the model predicts.")
@@ -523,12 +558,15 @@ def config_from_settings(values: Mapping, source: DataSource, skip: bool) -> Exp
     data = DataConfig(data=source.path, grouping=values["grouping"], top_users=values["top_users"],
                       n=values["n"], skip_bad_rows=skip, iid=bool(values["iid"]), seed=values["seed"])
     return ExperimentConfig(
-        data=data, features=tuple(f for f in ALL_FEATURES if f in chosen), mode=values["mode"],
+        # Known features in the study's order; an unknown name is kept so the config refuses it by name.
+        data=data, features=tuple(f for f in ALL_FEATURES if f in chosen)
+        + tuple(f for f in values["features"] if f not in ALL_FEATURES), mode=values["mode"],
         rounds=values["rounds"], patience=values["patience"], epochs=values["epochs"],
         batch_size=values["batch_size"], clients_per_round=values["clients_per_round"],
         client_optimizer=values["client_optimizer"], client_lr=values["client_lr"],
         server_optimizer=values["server_optimizer"], server_lr=values["server_lr"],
-        gru_units=values["gru_units"], seed=values["seed"], name=(values.get("name") or "").strip())
+        gru_units=values["gru_units"], seed=values["seed"], name=(values.get("name") or "").strip(),
+        workers=tuple(w.strip() for w in (values.get("workers") or "").split(",") if w.strip()))
 
 
 def submit(values: Mapping) -> str | None:
@@ -684,8 +722,8 @@ def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool) -> No
 def _status(run: Run, rounds: pd.DataFrame) -> None:
     done = len(rounds)
     if run.status == "queued":
-        place = job_manager().position(run.id)
-        ahead = f"{place - 1} run(s) ahead of it" if place else "waiting for the training thread"
+        active = job_manager().active()  # the running run first, then the queue
+        ahead = f"{active.index(run.id)} run(s) ahead of it" if run.id in active else "waiting for the training thread"
         st.info(f"Queued ({ahead}). One run trains at a time; it starts by itself.", icon=STATUS_ICONS["queued"])
     elif run.status == "running":
         fraction, text = progress_line(run, rounds)
