@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedlab.runtime import worker_binary_path
+from tests.helpers import tagged_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["run", "--top-users", "3", "--n", "9", "--gru-units", "8", "--embedding-dim", "4", "--rounds", "2",
@@ -27,21 +27,6 @@ def fedlab(*args, timeout=300, tag: str = "", **kwargs) -> subprocess.CompletedP
     env = cli_env(tag)
     return subprocess.run([sys.executable, "-m", "fedlab", *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=ROOT, stdin=subprocess.DEVNULL, **kwargs)
-
-
-def worker_processes(tag: str) -> list[int]:
-    """TFF worker_binary processes started by a CLI run carrying this tag."""
-    binary = str(worker_binary_path())
-    marker = f"FEDLAB_TEST_TAG={tag}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
-                    and marker in (entry / "environ").read_bytes().split(b"\0")):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_data_stats_json_has_every_field():
@@ -94,7 +79,7 @@ def test_run_writes_the_json_and_leaves_no_worker(tmp_path):
     assert set(result["test"]) >= {"accuracy", "top5_accuracy", "mrr", "loss", "examples", "per_client", "per_class"}
     assert set(result["baselines"]) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
     assert set(result["timing"]) >= {"preprocess_seconds", "build_seconds", "train_seconds"}
-    assert worker_processes(tag) == []
+    assert tagged_workers(tag) == []
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)])
@@ -107,13 +92,13 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status):
         for line in proc.stdout:  # wait until training runs, so the worker exists
             if line.startswith("round"):
                 break
-        assert worker_processes(tag), "the run should have started a TFF worker"
+        assert tagged_workers(tag), "the run should have started a TFF worker"
         proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=60)  # returns only once every pipe holder is gone
     finally:
         proc.kill()
     assert proc.returncode == status
     deadline = time.monotonic() + 10
-    while worker_processes(tag) and time.monotonic() < deadline:
+    while tagged_workers(tag) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert worker_processes(tag) == []
+    assert tagged_workers(tag) == []

@@ -22,6 +22,7 @@ from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not a pytest test class
 from fedlab.store import RunStore
 from tests import fakes
+from tests.helpers import assert_clean
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60  # seconds for one script run; the first Data page run generates the city
@@ -57,13 +58,6 @@ def app(page: str | None = None, **query) -> AppTest:
         at.switch_page(f"pages/{page}.py").run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    """No uncaught exception, and none caught by app.py's last-resort handler either."""
-    assert not at.exception, at.exception
-    unexpected = [e.value for e in at.error if e.value.startswith("Something went wrong")]
-    assert not unexpected, unexpected
 
 
 def wait_for_runs(db: Path, count: int, statuses=("finished", "stopped", "failed")) -> list:

@@ -42,6 +42,7 @@ from fedlab.loader import CSV_HEADER, format_utc
 from fedlab.store import RunStore
 from fedlab.synthetic import generate_city, write_raw
 from tests import fakes
+from tests.helpers import assert_clean
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = "tests.fakes:FakeExperiment"
@@ -283,13 +284,6 @@ def app() -> AppTest:
     at.run()
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    """No exception, and no 'Something went wrong' from app.py's last-resort handler."""
-    assert not at.exception, at.exception
-    unexpected = [e.value for e in at.error if e.value.startswith("Something went wrong")]
-    assert not unexpected, unexpected
 
 
 def errors(at: AppTest) -> list[str]:

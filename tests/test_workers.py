@@ -21,13 +21,13 @@ from fedlab.engine import BuildCache, Experiment
 from fedlab.errors import ConfigError, FedlabError
 from fedlab.jobs import JobManager
 from fedlab.pipeline import prepare
-from fedlab.runtime import Runtime, check_workers, local_workers, running_worker_pids, worker_binary_path
+from fedlab.runtime import Runtime, check_workers, local_workers, running_worker_pids
 from fedlab.store import RunStore
+from tests.helpers import TINY, tagged_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Dropout 0: with GRU dropout TFF draws the masks from a random kernel that the clients training at the
 # same time share, so they depend on thread scheduling (even on the local runtime), not only on the seed.
-TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=1, batch_size=8, client_lr=0.05, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +38,6 @@ def data(small_city):
 @pytest.fixture(scope="module")
 def cache():
     return BuildCache()
-
-
-def tagged_workers(tag: str) -> list[int]:
-    """worker_binary processes started by a `fedlab worker` carrying this tag in its environment."""
-    binary, marker = str(worker_binary_path()), f"FEDLAB_TEST_TAG={tag}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
-                    and marker in (entry / "environ").read_bytes().split(b"\0")):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def wait_gone(tag: str, timeout: float = 10.0) -> list[int]:

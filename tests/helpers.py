@@ -1,0 +1,30 @@
+"""Small helpers shared by several test files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedlab.runtime import worker_binary_path
+
+# A model small enough that a federated round on three clients takes about a second.
+TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=1, batch_size=8, client_lr=0.05, dropout=0.0)
+
+
+def tagged_workers(tag: str) -> list[int]:
+    """worker_binary processes whose environment carries FEDLAB_TEST_TAG=tag (set by the test that started them)."""
+    binary, marker = str(worker_binary_path()), f"FEDLAB_TEST_TAG={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
+                    and marker in (entry / "environ").read_bytes().split(b"\0")):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def assert_clean(at) -> None:
+    """No uncaught exception in an AppTest run, and none caught by app.py's last-resort handler either."""
+    assert not at.exception, at.exception
+    unexpected = [e.value for e in at.error if e.value.startswith("Something went wrong")]
+    assert not unexpected, unexpected
