@@ -24,3 +24,20 @@ def real_sample_path() -> Path:
     if not path.exists():
         pytest.skip("real Foursquare sample not present beside the project")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(small_city):
+    """Three clients of the small city, sequences of N=9: enough for a federated round in a second."""
+    from fedlab.config import DataConfig
+    from fedlab.pipeline import prepare
+
+    return prepare(small_city, DataConfig(top_users=3, n=9))
+
+
+@pytest.fixture(scope="session")
+def build_cache():
+    """One build cache for the whole session, so tests with the same model shape build TFF processes once."""
+    from fedlab.engine import BuildCache
+
+    return BuildCache()

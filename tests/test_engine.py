@@ -2,26 +2,17 @@
 import numpy as np
 import pytest
 
-from fedlab.config import PRESETS, DataConfig, ExperimentConfig
-from fedlab.engine import BuildCache, Experiment
-from fedlab.pipeline import prepare
+from fedlab.config import PRESETS, ExperimentConfig
+from fedlab.engine import Experiment
 from fedlab.runtime import running_worker_pids
 
 TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=2, batch_size=8, client_lr=0.05, dropout=0.0)
 
 
-@pytest.fixture(scope="module")
-def data(small_city):
-    return prepare(small_city, DataConfig(top_users=3, n=9))
 
 
-@pytest.fixture(scope="module")
-def cache():
-    return BuildCache()
-
-
-def _run(config, data, cache):
-    experiment = Experiment(config, data=data, cache=cache)
+def _run(config, tiny_data, build_cache):
+    experiment = Experiment(config, data=tiny_data, cache=build_cache)
     try:
         experiment.prepare()
         records = list(experiment.rounds())
@@ -31,8 +22,8 @@ def _run(config, data, cache):
 
 
 @pytest.fixture(scope="module")
-def federated_run(data, cache):
-    return _run(ExperimentConfig(data=data.config, **TINY), data, cache)
+def federated_run(tiny_data, build_cache):
+    return _run(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data, build_cache)
 
 
 def test_generator_yields_one_record_per_round(federated_run):
@@ -47,17 +38,17 @@ def test_training_loss_falls(federated_run):
     assert records[1].train_loss < records[0].train_loss
 
 
-def test_same_seed_same_metrics(federated_run, data, cache):
-    again, _, _ = _run(ExperimentConfig(data=data.config, **TINY), data, cache)
+def test_same_seed_same_metrics(federated_run, tiny_data, build_cache):
+    again, _, _ = _run(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data, build_cache)
     first, _ = federated_run[0], None
     np.testing.assert_allclose([r.val_loss for r in again], [r.val_loss for r in first], rtol=1e-4)
 
 
-def test_test_scores_every_test_target(federated_run, data):
+def test_test_scores_every_test_target(federated_run, tiny_data):
     _, report, baselines = federated_run
-    assert report.examples == data.test.targets.size
+    assert report.examples == tiny_data.test.targets.size
     assert 0 <= report.accuracy <= report.top5_accuracy <= 1
-    assert set(report.per_client) <= set(data.client_ids)
+    assert set(report.per_client) <= set(tiny_data.client_ids)
     assert set(baselines) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
 
 
@@ -65,28 +56,28 @@ def test_no_tff_worker_survives_a_run(federated_run):
     assert running_worker_pids() == []
 
 
-def test_biggest_preset_trains(data, cache):
-    records, report, _ = _run(ExperimentConfig(data=data.config, features=PRESETS["biggest"], **{**TINY, "rounds": 1}),
-                              data, cache)
+def test_biggest_preset_trains(tiny_data, build_cache):
+    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, features=PRESETS["biggest"], **{**TINY, "rounds": 1}),
+                              tiny_data, build_cache)
     assert len(records) == 1 and report.examples > 0
 
 
-def test_centralized_twin_yields_one_record_per_epoch(data, cache):
-    records, report, _ = _run(ExperimentConfig(data=data.config, mode="centralized", **{**TINY, "rounds": 3}),
-                              data, cache)
+def test_centralized_twin_yields_one_record_per_epoch(tiny_data, build_cache):
+    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, mode="centralized", **{**TINY, "rounds": 3}),
+                              tiny_data, build_cache)
     assert [r.round for r in records] == [1, 2, 3]
     assert records[-1].train_loss < records[0].train_loss
-    assert report.examples == data.test.targets.size
+    assert report.examples == tiny_data.test.targets.size
 
 
-def test_client_sampling_takes_the_asked_number(data, cache):
-    records, _, _ = _run(ExperimentConfig(data=data.config, clients_per_round=2, **{**TINY, "rounds": 1}), data, cache)
+def test_client_sampling_takes_the_asked_number(tiny_data, build_cache):
+    records, _, _ = _run(ExperimentConfig(data=tiny_data.config, clients_per_round=2, **{**TINY, "rounds": 1}), tiny_data, build_cache)
     assert records[0].clients == 2
 
 
-def test_early_stopping_keeps_the_best_round(data):
+def test_early_stopping_keeps_the_best_round(tiny_data):
     """The loop itself, without TFF: validation losses 1.0, 0.5, 0.6, 0.7, 0.8 with patience 2."""
-    experiment = Experiment(ExperimentConfig(data=data.config, mode="centralized", rounds=5, patience=2), data=data)
+    experiment = Experiment(ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2), data=tiny_data)
     losses = [1.0, 0.5, 0.6, 0.7, 0.8]
 
     def fake_epochs():

@@ -16,11 +16,10 @@ import portpicker
 import pytest
 
 from fedlab.bench import parse_workers_option
-from fedlab.config import DataConfig, ExperimentConfig
-from fedlab.engine import BuildCache, Experiment
+from fedlab.config import ExperimentConfig
+from fedlab.engine import Experiment
 from fedlab.errors import ConfigError, FedlabError
 from fedlab.jobs import JobManager
-from fedlab.pipeline import prepare
 from fedlab.runtime import Runtime, check_workers, local_workers, running_worker_pids
 from fedlab.store import RunStore
 from tests.helpers import TINY, tagged_workers
@@ -30,14 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # same time share, so they depend on thread scheduling (even on the local runtime), not only on the seed.
 
 
-@pytest.fixture(scope="module")
-def data(small_city):
-    return prepare(small_city, DataConfig(top_users=3, n=9))
-
-
-@pytest.fixture(scope="module")
-def cache():
-    return BuildCache()
 
 
 def wait_gone(tag: str, timeout: float = 10.0) -> list[int]:
@@ -98,8 +89,8 @@ class CliWorker:
             self.proc.wait()
 
 
-def run_rounds(config, data, cache):
-    experiment = Experiment(config, data=data, cache=cache)
+def run_rounds(config, tiny_data, build_cache):
+    experiment = Experiment(config, data=tiny_data, cache=build_cache)
     try:
         experiment.prepare()
         records = list(experiment.rounds())
@@ -112,15 +103,15 @@ def metrics(records) -> np.ndarray:
     return np.array([[r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy] for r in records])
 
 
-def test_two_workers_on_loopback_give_the_local_metrics(data, cache):
-    local_config = ExperimentConfig(data=data.config, **TINY)
-    local, local_test = run_rounds(local_config, data, cache)
+def test_two_workers_on_loopback_give_the_local_metrics(tiny_data, build_cache):
+    local_config = ExperimentConfig(data=tiny_data.config, **TINY)
+    local, local_test = run_rounds(local_config, tiny_data, build_cache)
     workers = [CliWorker("--allow-remote") for _ in range(2)]
     try:
         for worker in workers:
             worker.wait_for("listening")
         config = local_config.replace(workers=tuple(w.target for w in workers))
-        remote, remote_test = run_rounds(config, data, cache)
+        remote, remote_test = run_rounds(config, tiny_data, build_cache)
     finally:
         codes = [worker.stop() for worker in workers]
     assert codes == [0, 0]
@@ -156,15 +147,15 @@ def test_cli_run_with_an_unreachable_worker_is_one_line_and_exit_2():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and target in lines[0] and "Traceback" not in out.stderr
-    assert time.monotonic() - started < 60  # before TensorFlow, data or model
+    assert time.monotonic() - started < 60  # before TensorFlow, the data or the model
 
 
-def test_lost_worker_fails_the_run_and_keeps_its_rounds(data, cache, tmp_path):
+def test_lost_worker_fails_the_run_and_keeps_its_rounds(tiny_data, build_cache, tmp_path):
     store = RunStore(tmp_path / "fedlab.db")
-    jobs = JobManager(store, experiment_factory=lambda c: Experiment(c, data=data, cache=cache))
+    jobs = JobManager(store, experiment_factory=lambda c: Experiment(c, data=tiny_data, cache=build_cache))
     try:
         with local_workers(2) as targets:
-            config = ExperimentConfig(data=data.config, workers=tuple(targets),
+            config = ExperimentConfig(data=tiny_data.config, workers=tuple(targets),
                                       **{**TINY, "rounds": 50, "patience": 50})
             run_id = jobs.submit(config)
             deadline = time.monotonic() + 300
