@@ -9,8 +9,6 @@ from fedlab.runtime import running_worker_pids
 TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=2, batch_size=8, client_lr=0.05, dropout=0.0)
 
 
-
-
 def _run(config, tiny_data, build_cache):
     experiment = Experiment(config, data=tiny_data, cache=build_cache)
     try:
