@@ -1,6 +1,9 @@
 """Small helpers shared by several test files."""
 from __future__ import annotations
 
+import gzip
+import io
+import zipfile
 from pathlib import Path
 
 from fedlab.runtime import worker_binary_path
@@ -28,3 +31,15 @@ def assert_clean(at) -> None:
     assert not at.exception, at.exception
     unexpected = [e.value for e in at.error if e.value.startswith("Something went wrong")]
     assert not unexpected, unexpected
+
+
+def compressed(data: bytes, kind: str) -> bytes:
+    """data as a gzip file, a zip holding one file, or unchanged (kind "none" or anything else)."""
+    if kind == "gzip":
+        return gzip.compress(data, mtime=0)
+    if kind == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("checkins.txt", data)
+        return buffer.getvalue()
+    return data

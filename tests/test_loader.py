@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from fedlab.errors import DataError
 from fedlab.loader import COLUMNS, CSV_HEADER, LoadResult, format_utc, load_checkins, parse_utc
 from fedlab.synthetic import write_raw
+from tests.helpers import compressed
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/foursquare"
 HEADER = ",".join(CSV_HEADER)
@@ -436,15 +437,7 @@ def _good_file(kind: str) -> bytes:
         lines = [HEADER, *good_rows(",")]
     else:
         lines = good_rows()
-    data = ("\n".join(lines) + "\n").encode("latin-1")
-    if kind == "gzip":
-        return gzip.compress(data, mtime=0)
-    if kind == "zip":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("checkins.txt", data)
-        return buffer.getvalue()
-    return data
+    return compressed(("\n".join(lines) + "\n").encode("latin-1"), kind)
 
 
 @pytest.mark.parametrize("kind", ["raw", "csv", "quoted", "gzip", "zip"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import zipfile
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -31,6 +30,7 @@ from hypothesis import strategies as st
 
 from fedlab.errors import DataError
 from fedlab.loader import COLUMNS, CSV_HEADER, format_utc, load_checkins, parse_utc
+from tests.helpers import compressed
 
 DTYPES = {"user": object, "venue": object, "category_id": object, "category": object,
           "latitude": np.float64, "longitude": np.float64, "tz_offset": np.int64, "utc_time": np.dtype("<M8[ns]")}
@@ -138,15 +138,7 @@ def write_file(draw, rows: list[tuple], *, layout: str, encoding: str) -> bytes:
 
 
 def compress(draw, data: bytes) -> bytes:
-    kind = draw(st.sampled_from(["none", "gzip", "zip"]))
-    if kind == "gzip":
-        return gzip.compress(data, mtime=0)
-    if kind == "zip":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("checkins.txt", data)
-        return buffer.getvalue()
-    return data
+    return compressed(data, draw(st.sampled_from(["none", "gzip", "zip"])))
 
 
 def _is_utf8(data: bytes) -> bool:
