@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from pages import common
+from pages import presentation, settings, sources, state
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # training imports TensorFlow later; keep its log short
 
@@ -18,15 +18,19 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ]
-# Settings typed on one page survive a visit to another page.
-KEPT_WIDGETS = [*common.setting_keys("train"), *common.setting_keys("cmp_a"), *common.setting_keys("cmp_b"),
-                "data_grouping", "data_top_users", "data_n", "cmp_mode", "cmp_hist_a", "cmp_hist_b"]
+# Settings typed on one page survive a visit to another page (and a spell in presentation mode).
+KEPT_WIDGETS = [*settings.setting_keys("train"), *settings.setting_keys("cmp_a"), *settings.setting_keys("cmp_b"),
+                "train_workers", "data_grouping", "data_top_users", "data_n", "cmp_mode", "cmp_hist_a", "cmp_hist_b",
+                presentation.KEY]
 
-common.init_session()
-common.keep_widget_state(KEPT_WIDGETS)
+state.init_session()
+state.start_demo_runs()  # once per process, into an empty run store only
 page = st.navigation(PAGES)
-common.data_source_sidebar()
+# Which kept widgets a run draws depends on the page and these modes only.
+state.keep_widget_state(KEPT_WIDGETS, view=(page.url_path, presentation.presenting(), st.session_state.get("cmp_mode")))
+presentation.presentation_toggle()
+sources.data_source_sidebar()
 try:
     page.run()
 except Exception as exc:  # an unexpected error: a short message instead of a traceback
-    common.show_error(exc)
+    state.show_error(exc)

@@ -57,24 +57,70 @@ def _format(result: dict) -> str:
     return "\n".join(f"{k:<28} {v}" for k, v in result.items())
 
 
-def round_vs_keras(config: ExperimentConfig, *, repeats: int) -> dict:
-    """Median seconds of one FedAvg round and of Keras training over the same batches; their ratio."""
+def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=None) -> dict:
+    """Median seconds of one FedAvg round (`learning.next`) and of Keras training over the same batches;
+    their ratio. The round's validation (federated evaluation on every client) is timed apart."""
     from fedlab.engine import Experiment
 
-    experiment = Experiment(config)
+    experiment = Experiment(config, data=data, cache=cache)
     try:
         experiment.prepare()
-        rounds = experiment.rounds()
-        fed_times = [next(rounds).seconds for _ in range(repeats + 1)][1:]  # the first round warms up
-        rounds.close()
+        fed_times, validation_times, worker_cpu = _fedavg_round_times(experiment, repeats=repeats)
         keras_times = _keras_same_work(experiment, repeats=repeats)
     finally:
         experiment.close()
     fed, keras = statistics.median(fed_times), statistics.median(keras_times)
     return {"fedavg_round_seconds": round(fed, 3), "keras_same_work_seconds": round(keras, 3),
-            "ratio": round(fed / keras, 2), "clients": len(experiment._train_clients),
+            "ratio": round(fed / keras, 2), "validation_seconds": round(statistics.median(validation_times), 3),
+            "worker_cpu_seconds_per_round": round(statistics.median(worker_cpu), 3),
+            "worker_allocator": _allocator_name(), "clients": len(experiment._train_clients),
             "batches_per_round": _batches_per_round(experiment), "repeats": repeats,
             "fedavg_round_all_seconds": [round(t, 3) for t in fed_times]}
+
+
+def _fedavg_round_times(experiment, *, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds of `learning.next` over all training clients and of `evaluation.next` over the validation
+    clients, per round, and the TFF worker's CPU seconds per training round; the first, warm-up round left out."""
+    from fedlab.runtime import running_worker_pids
+
+    learning, evaluation = experiment._processes.learning, experiment._processes.evaluation
+    clients = experiment._train_clients
+    val_data = experiment._datasets("val", np.flatnonzero(experiment.data.val.client_sizes() > 0))
+    train, validation, cpu = [], [], []
+    with experiment._runtime.activate():
+        state = learning.set_model_weights(learning.initialize(), experiment._model_weights())
+        eval_state = evaluation.initialize()
+        workers = running_worker_pids()
+        for number in range(repeats + 1):
+            data = experiment._datasets("train", clients, shuffle_seed=experiment.config.seed * 100_003 + number)
+            cpu_before, started = _cpu_seconds(workers), time.perf_counter()
+            state = learning.next(state, data).state
+            train.append(time.perf_counter() - started)
+            cpu.append(_cpu_seconds(workers) - cpu_before)
+            started = time.perf_counter()
+            eval_state = evaluation.set_model_weights(eval_state, learning.get_model_weights(state))
+            evaluation.next(eval_state, val_data)
+            validation.append(time.perf_counter() - started)
+    return train[1:], validation[1:], cpu[1:]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (0 for any that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _allocator_name() -> str:
+    from fedlab.runtime import worker_allocator
+
+    library = worker_allocator()
+    return Path(library).name if library else "system"
 
 
 LOCAL_WORKER_COUNTS = (1, 2, 4)

@@ -209,6 +209,28 @@ def per_client_accuracy(reports: Mapping[str, Mapping], *, colors: Mapping[str, 
     return fig
 
 
+def accuracy_vs_checkins(tables: Mapping[str, pd.DataFrame], *,
+                         colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Per-client test accuracy against the client's check-ins (log scale), one colour per run.
+
+    `tables` maps a label to fedlab.fairness.client_table (client, accuracy, examples, checkins).
+    """
+    colors = dict(colors or distinct_colors(tables))
+    fig = go.Figure()
+    for label, table in tables.items():
+        fig.add_trace(go.Scatter(
+            x=table["checkins"], y=table["accuracy"], mode="markers", name=label,
+            marker={"color": colors.get(label, color_for(label)), "size": 8, "opacity": 0.7},
+            customdata=np.stack([table["client"], table["examples"]], axis=1) if len(table) else None,
+            hovertemplate="client %{customdata[0]}<br>%{x:,} check-ins<br>accuracy %{y:.1%} on "
+                          "%{customdata[1]} targets<extra></extra>"))
+    _layout(fig, title="Client accuracy against client data size",
+            x_title="check-ins of the client (count, log scale)", y_title="test accuracy of the client (acc@1)")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(tickformat=".0%", range=[-0.02, 1.02])
+    return fig
+
+
 def _client_accuracies(report: Mapping) -> np.ndarray:
     per_client = report.get("per_client") or {}
     return np.array([c.get("accuracy", 0.0) for c in per_client.values() if c.get("examples", 0) > 0], dtype=float)
@@ -374,3 +396,14 @@ def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, legend: b
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0})
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
+
+
+def presentation_figure(fig: go.Figure, *, scale: float = 1.4) -> go.Figure:
+    """A copy of `fig` with fonts and height scaled up, for a projector; `fig` itself is left as it was."""
+    big = go.Figure(fig)
+    font = big.layout.font.size or 12
+    title = big.layout.title.font.size or 15
+    height = big.layout.height or 450  # Streamlit's and Plotly's usual default height
+    big.update_layout(font={"size": round(font * scale)}, title_font={"size": round(title * scale)},
+                      height=round(height * scale))
+    return big

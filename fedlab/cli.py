@@ -1,4 +1,4 @@
-"""`python -m fedlab ...`: data-stats, run, bench, report, worker."""
+"""`python -m fedlab ...`: data-stats, run, demo, bench, report, worker."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedlab.config import ALL_FEATURES, GROUPINGS, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
 from fedlab.errors import FedlabError
+
+if TYPE_CHECKING:
+    from fedlab.store import RunStore
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
 
@@ -100,10 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from fedlab.runtime import check_workers
 
         check_workers(config.workers)  # an unreachable worker fails in seconds, before data or model
+    from fedlab.tblog import named_log_dir
     from fedlab.training import run_to_completion
 
-    result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready)
+    log_dir = named_log_dir(args.tensorboard_dir, config.name) if args.tensorboard_dir else None
+    result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready, tensorboard_log_dir=log_dir)
     _print_result(result)
+    if log_dir is not None:
+        print(f"TensorBoard log in {log_dir} (view: tensorboard --logdir {args.tensorboard_dir})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json_out}")
@@ -128,6 +136,39 @@ def _print_result(result: dict) -> None:
     print("baselines on the same targets: " + ", ".join(f"{k} {v:.4f}" for k, v in result["baselines"].items()))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fedlab.demo import missing_demo_runs, run_demos
+    from fedlab.store import RunStore, app_db_path
+
+    path = Path(args.db).expanduser() if args.db else app_db_path()
+    store = RunStore(path)
+    missing = [name for name, _ in missing_demo_runs(store)]
+    if not missing:
+        print(f"every demo run is already finished in {path}")
+        return 0
+    print(f"training {', '.join(missing)} into {path}", flush=True)
+    # The same folders the dashboard uses beside its store, so it finds the models and logs.
+    tensorboard_dir = Path(args.tensorboard_dir) if args.tensorboard_dir else path.parent / "tensorboard"
+    run_ids = run_demos(store, model_dir=path.parent / "models", tensorboard_dir=tensorboard_dir,
+                        on_finished=lambda run_id: _print_demo(store, run_id))
+    failed = [run_id for run_id in run_ids if store.get_run(run_id).status != "finished"]
+    return 1 if failed else 0
+
+
+def _print_demo(store: RunStore, run_id: str) -> None:
+    run = store.get_run(run_id)
+    rounds = store.rounds(run_id)
+    line = f"{run.name}: {run.status}"
+    if not rounds.empty:
+        accuracy = rounds["val_accuracy"]
+        line += f" after {len(rounds)} rounds, val acc {accuracy.iloc[0]:.4f} -> {accuracy.iloc[-1]:.4f}"
+    if run.test:
+        line += f", test acc@1 {run.test['accuracy']:.4f}"
+    if run.error:
+        line += f" ({run.error})"
+    print(line, file=sys.stdout if run.status == "finished" else sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedlab", description="Federated learning experiments on Foursquare check-ins.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -141,7 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(run)
     _add_training_options(run)
     run.add_argument("--json-out", help="write config, rounds, test, baselines and timing to this JSON file")
+    run.add_argument("--tensorboard-dir", help="also log each round for TensorBoard, in DIR/<preset>-<time>")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="train the dashboard's demo runs that the run store does not hold yet")
+    demo.add_argument("--db", help="run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, "
+                                   "the dashboard's store)")
+    demo.add_argument("--tensorboard-dir", help="TensorBoard logs, one folder per run id "
+                                                "(default: tensorboard/ beside the store)")
+    demo.set_defaults(func=cmd_demo)
 
     from fedlab import bench as bench_module
     from fedlab.report import add_report_parser

@@ -1,7 +1,7 @@
 """The in-process job manager: one background thread trains queued runs one at a time.
 
 Pages never block on training: they submit, then poll the run store, which the worker writes
-round by round.
+round by round (and, when asked, a TensorBoard log per run beside it).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fedlab.config import ExperimentConfig
 from fedlab.errors import FedlabError
 from fedlab.records import RoundRecord, TestReport
 from fedlab.store import RunStore
+from fedlab.tblog import BestEffortLog, log_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,18 @@ class _Job:
 
 
 class JobManager:
-    """Owns one daemon worker thread (started on first submit) and a FIFO queue of runs."""
+    """Owns one daemon worker thread (started on first submit) and a FIFO queue of runs.
+
+    model_dir: where each run's model is saved as <run_id>.keras; None saves none.
+    tensorboard_dir: where each run's TensorBoard log goes, in a folder named by its run id; None writes none.
+    """
 
     def __init__(self, store: RunStore, *, experiment_factory: Callable[[ExperimentConfig], Experiment],
-                 model_dir: str | os.PathLike | None = None):
+                 model_dir: str | os.PathLike | None = None, tensorboard_dir: str | os.PathLike | None = None):
         self.store = store
         self._factory = experiment_factory
         self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
         self._changed = threading.Condition()  # guards the fields below; notified on every change
         self._queue: deque[_Job] = deque()
         self._current: _Job | None = None
@@ -185,21 +191,33 @@ class JobManager:
                 _close(experiment, job.run_id)
 
     def _train(self, job: _Job, experiment: Experiment) -> None:
-        rounds_done = self._record_rounds(job, experiment)
+        board = self._tensorboard_log(job)
+        try:
+            rounds_done = self._record_rounds(job, experiment, board)
+        finally:
+            if board is not None:
+                board.close()
         stopped = job.stop.is_set()
+        extra = dict(experiment.summary())
+        if board is not None and board.error is not None:
+            extra["tensorboard_error"] = _one_line(board.error)
         if rounds_done == 0:
             # Stopped before any round: there is no trained state to test or save.
             self.store.finish(job.run_id, status="stopped" if stopped else "finished", test=None, baselines=None,
-                              timing=dict(experiment.timing), model_path=None, extra=experiment.summary())
+                              timing=dict(experiment.timing), model_path=None, extra=extra)
             return
         test = experiment.test()
         baselines = experiment.baselines()
-        extra = dict(experiment.summary())
         model_path = self._save_model(job, experiment, extra)
         self.store.finish(job.run_id, status="stopped" if stopped else "finished", test=test, baselines=baselines,
                           timing=dict(experiment.timing), model_path=model_path, extra=extra)
 
-    def _record_rounds(self, job: _Job, experiment: Experiment) -> int:
+    def _tensorboard_log(self, job: _Job) -> BestEffortLog | None:
+        if self._tensorboard_dir is None:
+            return None
+        return BestEffortLog(log_dir_for(self._tensorboard_dir, job.run_id))
+
+    def _record_rounds(self, job: _Job, experiment: Experiment, board: BestEffortLog | None) -> int:
         """Writes each round as it arrives; stops after the round during which stop was asked."""
         if job.stop.is_set():
             return 0
@@ -208,6 +226,8 @@ class JobManager:
         try:
             for record in records:
                 self.store.add_round(job.run_id, record)
+                if board is not None:
+                    board.write(record)  # never raises: the store, not this log, is the record of the run
                 count += 1
                 if job.stop.is_set():
                     break

@@ -1,8 +1,8 @@
 """A self-contained HTML report of one run, or of two runs side by side, for a classroom or a meeting.
 
 One file that opens offline: plotly.js is embedded once (with the first figure), every chart is
-interactive, every figure comes from fedlab.charts (plus one scatter of its own, below). Sections:
-settings, learning curves, final metrics with baselines, per-category results and confusion
+interactive, every figure comes from fedlab.charts and the fairness tables from fedlab.fairness.
+Sections: settings, learning curves, final metrics with baselines, per-category results and confusion
 matrices, per-client accuracy, fairness (best and worst served clients; accuracy against data
 size) and, when a run used differential privacy, its privacy budget.
 
@@ -26,10 +26,10 @@ import plotly.graph_objects as go
 from fedlab import charts
 from fedlab.baselines import BASELINE_LABELS
 from fedlab.errors import FedlabError
+from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table, correlation_text
 from fedlab.privacy import dp_epsilon, sampling_rate
 from fedlab.store import Run, RunStore, default_path, feature_label
 
-FAIRNESS_CLIENTS = 5  # best and worst served clients listed per run
 FIGURE_HEIGHT = "460px"  # figures that set no height of their own
 # (config key, label, text when the value is None); data.* keys are DataConfig fields.
 SETTINGS = (
@@ -273,45 +273,11 @@ def _fairness_section(entries: list[_Entry], *, colors: dict[str, str], figures:
     for label, table in tables.items():
         best, worst = best_and_worst(table, count=FAIRNESS_CLIENTS)
         parts.append(f"<h3>{_e(label)}</h3>" + _client_rows("Best served", best) + _client_rows("Worst served", worst)
-                     + _note(_correlation_text(table)))
-    scatter = accuracy_vs_checkins(tables, colors=colors)
+                     + _note(correlation_text(table)))
+    scatter = charts.accuracy_vs_checkins(tables, colors=colors)
     return (_grid(parts) + figures.html(scatter)
             + _note("Each dot is one client. Check-ins count all of the client's check-ins (train, validation and "
                     "test). If the dots climb to the right, users with little data are served worse."))
-
-
-def client_table(per_client: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """Clients with scored targets, best served first (ties: more targets first, then by id)."""
-    rows = [{"client": str(client), "accuracy": float(c["accuracy"]), "examples": int(c.get("examples", 0)),
-             "checkins": int(c.get("checkins", 0))} for client, c in per_client.items() if c.get("examples", 0) > 0]
-    frame = pd.DataFrame(rows, columns=["client", "accuracy", "examples", "checkins"])
-    return frame.sort_values(["accuracy", "examples", "client"], ascending=[False, False, True], ignore_index=True)
-
-
-def best_and_worst(table: pd.DataFrame, *, count: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `count` best served clients, and up to `count` worst (worst first) that are not among the best."""
-    best = table.head(count)
-    rest = table.iloc[len(best):]
-    worst = rest.tail(count).sort_values(["accuracy", "examples", "client"], ascending=[True, False, True])
-    return best, worst
-
-
-def accuracy_vs_checkins(tables: dict[str, pd.DataFrame], *, colors: dict[str, str]) -> go.Figure:
-    """Per-client test accuracy against the client's check-ins (log scale), one colour per run."""
-    fig = go.Figure()
-    for label, table in tables.items():
-        fig.add_trace(go.Scatter(
-            x=table["checkins"], y=table["accuracy"], mode="markers", name=label,
-            marker={"color": colors.get(label, charts.color_for(label)), "size": 8, "opacity": 0.7},
-            customdata=np.stack([table["client"], table["examples"]], axis=1) if len(table) else None,
-            hovertemplate="client %{customdata[0]}<br>%{x:,} check-ins<br>accuracy %{y:.1%} on "
-                          "%{customdata[1]} targets<extra></extra>"))
-    fig.update_layout(template=charts.TEMPLATE, title={"text": "Client accuracy against client data size"},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-                      margin={"l": 60, "r": 20, "t": 90, "b": 60})
-    fig.update_xaxes(type="log", title_text="check-ins of the client (count, log scale)")
-    fig.update_yaxes(title_text="test accuracy of the client (acc@1)", tickformat=".0%", range=[-0.02, 1.02])
-    return fig
 
 
 def _privacy_section(entries: list[_Entry]) -> str:
@@ -427,14 +393,6 @@ def _client_rows(title: str, table: pd.DataFrame) -> str:
                    for r in table.itertuples(index=False))
     return (f"<table><caption>{_e(title)}</caption>{_head(['client', 'test accuracy', 'targets', 'check-ins'])}"
             f"<tbody>{body}</tbody></table>")
-
-
-def _correlation_text(table: pd.DataFrame) -> str:
-    if len(table) < 3 or table["checkins"].nunique() < 2 or table["accuracy"].nunique() < 2:
-        return "Too few distinct clients to relate accuracy to data size."
-    rho = table["accuracy"].corr(table["checkins"], method="spearman")
-    return (f"Rank correlation (Spearman) of accuracy with check-ins: {rho:+.2f} "
-            "(0: data size does not matter; +1: more data, always better served).")
 
 
 def _grid(parts: list[str]) -> str:

@@ -64,6 +64,33 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Most of a worker's time goes to TensorFlow instantiating each client's training function, which is
+# allocation-heavy; jemalloc cuts the worker's CPU time per round by about a third (`fedlab bench`).
+JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                  "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+
+
+def worker_allocator(environ: dict | None = None) -> str | None:
+    """The jemalloc library the worker preloads: FEDLAB_WORKER_MALLOC (a path, or 'system' for none), else the
+    first one installed (Debian: apt install libjemalloc2); None = the system allocator."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("FEDLAB_WORKER_MALLOC", "")
+    if chosen == "system":
+        return None
+    if chosen:
+        return chosen if Path(chosen).is_file() else None
+    return next((path for path in JEMALLOC_PATHS if Path(path).is_file()), None)
+
+
+def worker_environment(env: dict | None = None) -> dict:
+    """The worker's environment: ours (or `env`), plus the allocator preload where one is found."""
+    env = dict(os.environ if env is None else env)
+    library = worker_allocator(env)
+    if library is not None and library not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
+    return env
+
+
 def start_worker(*, port: int, max_concurrent_calls: int = -1, tie_to_parent: bool = True, log_file=None,
                  env: dict | None = None, own_process_group: bool = False) -> subprocess.Popen:
     """Start one TFF worker_binary. With tie_to_parent it is killed when this thread's process dies.
@@ -73,7 +100,8 @@ def start_worker(*, port: int, max_concurrent_calls: int = -1, tie_to_parent: bo
     """
     args = [str(worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_concurrent_calls}"]
     sink = log_file if log_file is not None else subprocess.DEVNULL
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True, env=env,
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True,
+                            env=worker_environment(env),
                             preexec_fn=_die_with_parent if tie_to_parent else None,
                             process_group=0 if own_process_group else None)
 

@@ -29,6 +29,8 @@ from fedlab.records import RoundRecord, TestReport
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("runs") / "fedlab.db"
+# The dashboard's store: runs/fedlab.db in the project folder, whatever the working directory.
+APP_DB_PATH = Path(__file__).resolve().parent.parent / DEFAULT_PATH
 SCHEMA_VERSION = 1
 
 STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted")
@@ -340,6 +342,11 @@ class RunStore:
 def default_path() -> Path:
     """FEDLAB_DB when set, else runs/fedlab.db under the working directory (one rule for app and CLI)."""
     return Path(os.environ.get("FEDLAB_DB") or DEFAULT_PATH)
+
+
+def app_db_path() -> Path:
+    """FEDLAB_DB when set, else APP_DB_PATH: the store the dashboard opens and `fedlab demo` fills."""
+    return Path(os.environ.get("FEDLAB_DB") or APP_DB_PATH).expanduser().resolve()
 
 
 def default_name(config: ExperimentConfig) -> str:

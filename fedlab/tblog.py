@@ -6,10 +6,15 @@ of several runs' folders (`tensorboard --logdir runs/tensorboard`) to overlay th
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 
 from fedlab.records import RoundRecord
+
+log = logging.getLogger(__name__)
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -18,6 +23,18 @@ VALIDATION = "validation"
 def log_dir_for(root: str | os.PathLike, run_id: str) -> Path:
     """One folder per run under `root`, so TensorBoard lists runs by id."""
     return Path(root) / run_id
+
+
+def named_log_dir(root: str | os.PathLike, name: str, *, now: datetime | None = None) -> Path:
+    """root/<name>-<YYYYmmdd-HHMMSS> for a run without an id (the CLI); a new folder even within one second."""
+    stem = re.sub(r"[^\w.\-]+", "_", name).strip("_.")  # a name is never a path
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / (f"{stem}-{stamp}" if stem else stamp)
+    path, count = base, 1
+    while path.exists():
+        count += 1
+        path = base.with_name(f"{base.name}-{count}")
+    return path
 
 
 class TensorBoardLog:
@@ -56,3 +73,38 @@ class TensorBoardLog:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class BestEffortLog:
+    """A TensorBoardLog for a training loop: a failure to write is logged once and never reaches the run.
+
+    The files are made with the first round, so a run that ends before one leaves no empty folder.
+    After a failure the rest of the run is not logged; `error` says why.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike):
+        self.log_dir = Path(log_dir)
+        self.error: str | None = None
+        self._log: TensorBoardLog | None = None
+
+    def write(self, record: RoundRecord) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self._log is None:
+                self._log = TensorBoardLog(self.log_dir)
+            self._log.write(record)
+        except Exception as exc:
+            self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            log.warning("could not write the TensorBoard log in %s (%s); training goes on without it",
+                        self.log_dir, self.error)
+            self.close()
+
+    def close(self) -> None:
+        current, self._log = self._log, None
+        if current is None:
+            return
+        try:
+            current.close()
+        except Exception as exc:
+            log.warning("could not close the TensorBoard log in %s: %s", self.log_dir, exc)

@@ -1,17 +1,25 @@
 """Run one experiment to the end (the CLI's driver); the dashboard's job manager iterates the same rounds."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from fedlab.config import ExperimentConfig
 from fedlab.engine import BuildCache, Experiment
 from fedlab.records import RoundRecord
+from fedlab.tblog import BestEffortLog
 
 
 def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundRecord], None] | None = None,
-                      on_ready: Callable[[dict], None] | None = None, cache: BuildCache | None = None) -> dict:
-    """Train, test the kept model and score the baselines; returns the run as a JSON-able dict."""
+                      on_ready: Callable[[dict], None] | None = None, cache: BuildCache | None = None,
+                      tensorboard_log_dir: str | os.PathLike | None = None) -> dict:
+    """Train, test the kept model and score the baselines; returns the run as a JSON-able dict.
+
+    With `tensorboard_log_dir`, each round also goes to a TensorBoard log in exactly that folder; a failure
+    to write it is logged and leaves training alone.
+    """
     experiment = Experiment(config, cache=cache)
+    board = BestEffortLog(tensorboard_log_dir) if tensorboard_log_dir is not None else None
     try:
         experiment.prepare()
         if on_ready:
@@ -19,10 +27,14 @@ def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundReco
         rounds = []
         for record in experiment.rounds():
             rounds.append(record.to_dict())
+            if board is not None:
+                board.write(record)
             if on_round:
                 on_round(record)
         test = experiment.test().to_dict()
         return {"config": config.to_dict(), "rounds": rounds, "test": test, "baselines": experiment.baselines(),
                 "timing": dict(experiment.timing), "data": experiment.summary()}
     finally:
+        if board is not None:
+            board.close()
         experiment.close()

@@ -1,35 +1,43 @@
 """Compare: two runs side by side, either two new ones or two from history."""
 import streamlit as st
 
-from pages import common
+from pages import comparison, presentation, settings, sources, state
 
-common.ensure_navigation()
+state.ensure_navigation()
 
 st.title("Compare")
-st.markdown("Put two models side by side on shared axes. By default the study's **central** model (category + "
-            "time) against the **biggest** one (every feature).")
-common.source_banner()
+presenting = presentation.presenting()
+if not presenting:
+    st.markdown("Put two models side by side on shared axes. By default the study's **central** model (category + "
+                "time) against the **biggest** one (every feature).")
+    sources.source_banner()
 
-common.set_default("cmp_mode", "new")
-mode = st.radio("What to compare", ["new", "history"], key="cmp_mode", horizontal=True,
-                format_func={"new": "Two new runs", "history": "Two finished runs from history"}.get,
-                help="Train two new runs with the settings below, or pick any two runs that already have results.")
+state.set_default("cmp_mode", "new")
+if presenting:  # the settings stay hidden; the runs shown are the ones chosen before
+    mode = st.session_state["cmp_mode"]
+else:
+    mode = st.radio("What to compare", ["new", "history"], key="cmp_mode", horizontal=True,
+                    format_func={"new": "Two new runs", "history": "Two finished runs from history"}.get,
+                    help="Train two new runs with the settings below, or pick any two runs that already have results.")
 
 if mode == "new":
-    left, right = st.columns(2, border=True)
-    with left:
-        st.subheader("Run A")
-        values_a = common.settings_form("cmp_a", preset="central", columns=2)
-    with right:
-        st.subheader("Run B")
-        values_b = common.settings_form("cmp_b", preset="biggest", columns=2)
-    if st.button("Run both", type="primary", key="cmp_btn_run", icon=":material/play_arrow:",
-                 help="Queue run A, then run B. They train one after the other."):
-        common.submit_pair(values_a, values_b)
-    run_ids = common.compare_run_ids()
+    if not presenting:
+        left, right = st.columns(2, border=True)
+        with left:
+            st.subheader("Run A")
+            values_a = settings.settings_form("cmp_a", preset="central", columns=2)
+        with right:
+            st.subheader("Run B")
+            values_b = settings.settings_form("cmp_b", preset="biggest", columns=2)
+        if st.button("Run both", type="primary", key="cmp_btn_run", icon=":material/play_arrow:",
+                     help="Queue run A, then run B. They train one after the other."):
+            settings.submit_pair(values_a, values_b)
+    run_ids = comparison.compare_run_ids()
 else:
-    run_ids = common.history_picker()
+    run_ids = comparison.history_picker()
 
 if run_ids:
     st.divider()
-    common.compare_panel(run_ids)
+    comparison.compare_panel(run_ids)
+elif presenting:
+    st.info("Nothing to compare yet. Switch presentation mode off to start two runs or pick two from history.")

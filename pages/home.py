@@ -2,9 +2,9 @@
 import streamlit as st
 
 from fedlab import charts
-from pages import common
+from pages import history, presentation, sources, state
 
-common.ensure_navigation()
+state.ensure_navigation()
 
 st.title("fedlab · federated next-place prediction")
 st.markdown(
@@ -14,14 +14,45 @@ st.markdown(
     "1. **Data** — look at the check-ins: who, what, when, where, and how different the users are.\n"
     "2. **Train** — pick input features and settings, train, and watch loss and accuracy per round.\n"
     "3. **Compare** — two feature sets side by side (the study's *central* and *biggest* models).\n"
-    "4. **Runs** — every run so far: open, rename, export, download the trained model.")
+    "4. **Runs** — every run so far: open, rename, export, download the trained model and a report.\n\n"
+    "Showing it to a class or a meeting? Switch on **Presentation mode** in the sidebar: larger charts, "
+    "no settings.")
+
+
+def demo_section() -> None:
+    """The demo runs queued at first start: being prepared (refreshing every second) or ready to open."""
+    runs = state.demo_runs()
+    if not runs:
+        return
+    st.subheader("Demo runs")
+    if any(run.is_active for run in runs):
+        st.info("Demo runs are being prepared: the study's two models on a tiny synthetic city, so every page has "
+                "something to show. They train in the background, one after the other; your own runs queue "
+                "behind them.", icon=":material/hourglass_top:")
+    else:
+        st.caption("The demo runs have finished: open them on Runs, or put them side by side on Compare "
+                   "(two finished runs from history).")
+    st.dataframe(history.runs_table(state.run_store(), runs), hide_index=True, key="home_demo_runs",
+                 column_config=history.RUNS_COLUMNS)
+
+
+def live_demo_section() -> None:
+    if not any(run.is_active for run in state.demo_runs()):
+        st.rerun()  # all done: redraw the page once, without polling
+    demo_section()
+
+
+if any(run.is_active for run in state.demo_runs()):
+    st.fragment(run_every=state.POLL_SECONDS)(live_demo_section)()
+else:
+    demo_section()
 
 st.subheader("Data in use")
-common.source_banner()
+sources.source_banner()
 try:
-    overview = common.explore_data("overview")
+    overview = sources.explore_data("overview")
 except Exception as exc:
-    common.show_error(exc)
+    state.show_error(exc)
 else:
     cols = st.columns(4)
     for column, (label, key) in zip(cols, (("check-ins", "rows"), ("users", "users"), ("venues", "venues"),
@@ -32,7 +63,7 @@ else:
                    "Change the data in the sidebar.")
 
 st.subheader("How federated averaging (FedAvg) works")
-st.plotly_chart(charts.fedavg_diagram(), key="home_fedavg")
+presentation.show_chart(charts.fedavg_diagram(), key="home_fedavg")
 st.markdown(
     "Each **round**: the server sends the current model to the clients; each client trains it for a few "
     "**local epochs** on its own check-ins; the clients send back only their **model updates**; the server "

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("FEDLAB_DEMO_RUNS", "0")  # an empty test store gets no demo runs unless a test asks
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "foursquare"
 

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from fedlab import charts, explore
+from fedlab import charts, explore, fairness
 from fedlab.baselines import BASELINE_LABELS
 
 
@@ -212,7 +212,34 @@ def test_every_data_axis_has_a_title(city):
         charts.checkins_per_user_histogram(explore.checkins_per_user(city)),
         charts.client_mix_heatmap(explore.client_category_mix(city, "root", 5)),
         charts.checkin_map(explore.map_sample(city, 100)),
+        charts.accuracy_vs_checkins({"a": fairness.client_table(report()["per_client"])}),
     ]
     for fig in figures:
         x_title, y_title = axis_titles(fig)
         assert x_title and y_title, fig.layout.title.text
+
+
+# ----- fairness and presentation -----
+
+def test_accuracy_vs_checkins_has_one_coloured_point_per_scored_client():
+    tables = {"central": fairness.client_table(report()["per_client"]),
+              "other": fairness.client_table({"9": {"accuracy": 0.5, "examples": 2, "checkins": 1000}})}
+    fig = charts.accuracy_vs_checkins(tables)
+    central, other = fig.data
+    assert list(central.x) == [30, 20] and list(central.y) == [0.8, 0.2]  # client 3 has no targets
+    assert central.marker.color == charts.CENTRAL_COLOR and other.marker.color != charts.CENTRAL_COLOR
+    assert fig.layout.xaxis.type == "log" and "check-ins" in fig.layout.xaxis.title.text
+
+
+def test_accuracy_vs_checkins_of_a_run_without_scored_clients_is_empty_not_an_error():
+    fig = charts.accuracy_vs_checkins({"a": fairness.client_table({})})
+    assert len(fig.data) == 1 and len(fig.data[0].x) == 0
+
+
+def test_presentation_figure_scales_fonts_and_height_of_a_copy():
+    fig = charts.per_client_accuracy({"a": report()})
+    big = charts.presentation_figure(fig, scale=1.5)
+    assert big.layout.font.size == 18 and big.layout.title.font.size == round(15 * 1.5)
+    assert big.layout.height == 675
+    assert fig.layout.font.size is None and fig.layout.height is None  # the original is untouched
+    assert big.data[0].y.tolist() == list(fig.data[0].y)

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from fedlab import demo
+from fedlab.cli import main
+from fedlab.errors import DataError
+from fedlab.store import APP_DB_PATH, RunStore, app_db_path
+from tests.fakes import FakeExperiment
 from tests.helpers import tagged_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +72,10 @@ def test_empty_file_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "empty" in out.stderr.lower()
 
 
-def test_run_writes_the_json_and_leaves_no_worker(tmp_path):
+def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_path):
     tag = uuid.uuid4().hex
     out_file = tmp_path / "run.json"
-    out = fedlab(*TINY_RUN, "--json-out", str(out_file), tag=tag)
+    out = fedlab(*TINY_RUN, "--json-out", str(out_file), "--tensorboard-dir", str(tmp_path / "tb"), tag=tag)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("round ") >= 2  # a progress line per round
     result = json.loads(out_file.read_text())
@@ -80,6 +85,18 @@ def test_run_writes_the_json_and_leaves_no_worker(tmp_path):
     assert set(result["baselines"]) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
     assert set(result["timing"]) >= {"preprocess_seconds", "build_seconds", "train_seconds"}
     assert tagged_workers(tag) == []
+    (log_dir,) = (tmp_path / "tb").iterdir()
+    assert log_dir.name.startswith("central-") and f"TensorBoard log in {log_dir}" in out.stdout
+    assert logged_steps(log_dir / "validation", "validation/accuracy") == [1, 2]
+    assert logged_steps(log_dir / "train", "train/loss") == [1, 2]
+
+
+def logged_steps(folder: Path, tag: str) -> list[int]:
+    import tensorflow as tf
+
+    return [event.step for path in sorted(folder.glob("events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value if value.tag == tag]
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)])
@@ -102,3 +119,49 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status):
     while tagged_workers(tag) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert tagged_workers(tag) == []
+
+
+# ----- demo (in this process, with the fake experiment) -----
+
+class FailingExperiment(FakeExperiment):
+    def prepare(self) -> None:
+        raise DataError("no check-ins left")
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(demo, "engine_factory", lambda: FakeExperiment)
+
+
+def test_demo_trains_both_runs_beside_the_store_then_has_nothing_to_do(fake_engine, tmp_path, capsys):
+    db = tmp_path / "runs" / "fedlab.db"
+    assert main(["demo", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert f"training Demo · central, Demo · biggest into {db}" in out
+    assert "Demo · central: finished after 4 rounds" in out and "Demo · biggest: finished" in out
+    runs = RunStore(db).list_runs()
+    assert sorted((run.name, run.status) for run in runs) == [("Demo · biggest", "finished"),
+                                                              ("Demo · central", "finished")]
+    for run in runs:  # the folders the dashboard uses beside its store
+        assert Path(run.model_path).parent == tmp_path / "runs" / "models"
+        assert list((tmp_path / "runs" / "tensorboard" / run.id).rglob("events.out.tfevents.*"))
+
+    assert main(["demo", "--db", str(db)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert len(RunStore(db).list_runs()) == 2
+
+
+def test_demo_uses_the_dashboards_store_by_default(fake_engine, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEDLAB_DB", str(tmp_path / "elsewhere.db"))
+    assert main(["demo"]) == 0
+    assert len(RunStore(tmp_path / "elsewhere.db").list_runs()) == 2
+    monkeypatch.delenv("FEDLAB_DB")
+    assert app_db_path() == APP_DB_PATH == ROOT / "runs" / "fedlab.db"
+
+
+def test_a_failed_demo_run_exits_1_with_its_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "engine_factory", lambda: FailingExperiment)
+    assert main(["demo", "--db", str(tmp_path / "fedlab.db")]) == 1
+    err = capsys.readouterr().err
+    assert "Demo · central: failed (no check-ins left)" in err
+    assert "Demo · biggest: failed" in err

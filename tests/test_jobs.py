@@ -314,3 +314,81 @@ def test_shutdown_stops_the_running_run_drops_the_queue_and_joins_the_thread(
     assert store.get_run(queued).status == "stopped"
     with pytest.raises(RuntimeError, match="shut down"):
         jobs.submit(config())
+
+
+# ----- TensorBoard logs -----
+
+def logged_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from every event file under `folder` (tf.summary writes scalars as tensors)."""
+    tf = pytest.importorskip("tensorflow")
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars
+
+
+@pytest.fixture
+def logging_manager(store: RunStore, factory: FakeFactory, tmp_path: Path) -> Iterator[JobManager]:
+    pytest.importorskip("tensorflow")  # imported here, so its start-up is not counted against WAIT
+    jobs = JobManager(store, experiment_factory=factory, tensorboard_dir=tmp_path / "tensorboard")
+    yield jobs
+    jobs.shutdown(timeout=WAIT)
+
+
+def test_tensorboard_log_of_a_run_holds_every_rounds_scalars(
+        logging_manager: JobManager, store: RunStore, tmp_path: Path):
+    run_id = logging_manager.submit(config(rounds=3))
+    assert logging_manager.wait_idle(WAIT)
+    scalars = logged_scalars(tmp_path / "tensorboard" / run_id)
+    assert set(scalars) == {"train/loss", "train/accuracy", "validation/loss", "validation/accuracy"}
+    assert [step for step, _ in scalars["validation/accuracy"]] == [1, 2, 3]
+    assert [value for _, value in scalars["train/loss"]] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert [value for _, value in scalars["validation/accuracy"]] == pytest.approx([0.1, 0.2, 0.3])
+    assert "tensorboard_error" not in store.get_run(run_id).extra
+
+
+def test_tensorboard_log_shows_rounds_while_the_run_is_going(
+        logging_manager: JobManager, factory: FakeFactory, tmp_path: Path):
+    reached, release = hold_first_run_at_round(factory, 3)
+    run_id = logging_manager.submit(config(rounds=4))
+    assert reached.wait(WAIT)
+    steps = [step for step, _ in logged_scalars(tmp_path / "tensorboard" / run_id)["train/loss"]]
+    release.set()
+    assert logging_manager.wait_idle(WAIT)
+    assert steps == [1, 2]
+
+
+def test_each_run_logs_into_its_own_folder(logging_manager: JobManager, tmp_path: Path):
+    first = logging_manager.submit(config(rounds=2))
+    second = logging_manager.submit(config(rounds=3))
+    assert logging_manager.wait_idle(WAIT)
+    assert sorted(p.name for p in (tmp_path / "tensorboard").iterdir()) == sorted([first, second])
+    assert len(logged_scalars(tmp_path / "tensorboard" / second)["train/loss"]) == 3
+
+
+def test_unwritable_tensorboard_dir_keeps_the_run_and_notes_why(
+        store: RunStore, factory: FakeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should go")
+    pytest.importorskip("tensorflow")
+    jobs = JobManager(store, experiment_factory=factory, tensorboard_dir=blocker)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedlab.tblog"):
+            run_id = jobs.submit(config(rounds=3))
+            assert jobs.wait_idle(WAIT)
+    finally:
+        jobs.shutdown(timeout=WAIT)
+    run = store.get_run(run_id)
+    assert run.status == "finished" and run.test is not None
+    assert store.rounds(run_id)["round"].tolist() == [1, 2, 3]
+    assert "not a directory" in run.extra["tensorboard_error"]
+    warnings = [r for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not every round
+
+
+def test_without_tensorboard_dir_no_event_file_is_written(manager: JobManager, tmp_path: Path):
+    manager.submit(config())
+    assert manager.wait_idle(WAIT)
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))

@@ -1,20 +1,15 @@
 """Every dashboard page through streamlit's AppTest, with training faked (tests.fakes.FakeExperiment).
 
-Each test gets its own run store (FEDLAB_DB in tmp_path). The job manager and store are cached per
-database path by pages.common, so tests never share runs; the fixture shuts the manager down after.
+The fixture and helpers are in tests/pages_support.py; the newer what-if, presentation, explanation,
+fairness, report and demo behaviour is tested in tests/test_pages_whatif.py.
 """
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fedlab.config import ALL_FEATURES, PRESETS, ExperimentConfig
@@ -23,87 +18,8 @@ from fedlab.records import TestReport as Report  # not a pytest test class
 from fedlab.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
-
-ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT = 60  # seconds for one script run; the first Data page run generates the city
-WAIT = 15.0
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "runs" / "fedlab.db"
-    monkeypatch.setenv("FEDLAB_DB", str(path))
-    monkeypatch.setenv("FEDLAB_EXPERIMENT", "tests.fakes:FakeExperiment")
-    monkeypatch.chdir(ROOT)
-    yield path
-    from pages import common
-
-    for manager in _managers(common, path):
-        manager.shutdown(timeout=WAIT)
-    st.cache_resource.clear()
-
-
-def _managers(common, path: Path):
-    # The cached manager of this test's database, if a page made one (calling the getter returns it).
-    if not path.exists():
-        return []
-    return [common._start_jobs(str(path.resolve()), "tests.fakes:FakeExperiment")]
-
-
-def app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=RUN_TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
-    assert_clean(at)
-    return at
-
-
-def wait_for_runs(db: Path, count: int, statuses=("finished", "stopped", "failed")) -> list:
-    store = RunStore(db)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        runs = store.list_runs()
-        if len(runs) >= count and all(run.status in statuses for run in runs):
-            return runs
-        time.sleep(0.05)
-    raise AssertionError(f"runs did not finish: {[(r.name, r.status) for r in store.list_runs()]}")
-
-
-def chart_specs(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def values(data) -> list[float]:
-    """Plotly sends numpy arrays as {"dtype", "bdata"} (base64); lists stay lists."""
-    if isinstance(data, dict):
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"])).tolist()
-    return list(data)
-
-
-def texts(at: AppTest) -> str:
-    parts = [*at.markdown, *at.caption, *at.info, *at.success, *at.warning, *at.error, *at.title, *at.header,
-             *at.subheader]
-    return "\n".join(str(p.value) for p in parts)
-
-
-def store_run(db: Path, name: str, *, features=PRESETS["central"], rounds: int = 3, model: bool = True) -> str:
-    """A finished run written straight into the store (no job manager)."""
-    store = RunStore(db)
-    fake = fakes.FakeExperiment(ExperimentConfig(features=features, rounds=rounds, gru_units=8))
-    run_id = store.create_run(fake.config, session_id="someone-else", name=name)
-    store.set_status(run_id, "running")
-    for record in fake.rounds():
-        store.add_round(run_id, record)
-    model_path = None
-    if model:
-        model_path = db.parent / "models" / f"{run_id}.keras"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        fake.save_model(str(model_path))
-    store.finish(run_id, status="finished", test=fake.test(), baselines=fake.baselines(), timing={},
-                 model_path=str(model_path) if model_path else None)
-    return run_id
+from tests.pages_support import (ROOT, RUN_TIMEOUT, WAIT, app, chart_specs, db, store_run, texts,  # noqa: F401
+                                 values, wait_for_runs)
 
 
 # ----- Home and Data -----
@@ -422,23 +338,24 @@ def test_pin_as_reference_draws_it_faint_on_other_runs(db):
     assert len(faint) == 2 and all(t["opacity"] == 0.3 for t in faint)
 
 
-# ----- helpers in pages.common -----
+# ----- helpers in pages -----
 
 def test_uploads_are_saved_under_their_content_hash(tmp_path):
     import hashlib
 
-    from pages import common
+    from pages import sources
 
     data = b"\x1f\x8b" + b"pretend gzip"
-    path = common.save_upload(data, tmp_path / "uploads")
+    path = sources.save_upload(data, tmp_path / "uploads")
     assert path.name == f"{hashlib.sha256(data).hexdigest()[:24]}.gz"
     assert path.read_bytes() == data
-    assert common.save_upload(data, tmp_path / "uploads") == path  # same content, same file
-    assert common.save_upload(b"user,venue\n", tmp_path / "uploads").suffix == ".txt"
+    assert sources.save_upload(data, tmp_path / "uploads") == path  # same content, same file
+    assert sources.save_upload(b"user,venue\n", tmp_path / "uploads").suffix == ".txt"
 
 
 def test_pages_do_not_import_tensorflow():
-    code = ("import sys; from pages import common; import fedlab.charts, fedlab.explore; "
+    code = ("import sys; from pages import comparison, history, presentation, results, settings, sources, state; "
+            "import fedlab.charts, fedlab.explore, fedlab.explain, fedlab.fairness; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
@@ -446,7 +363,7 @@ def test_pages_do_not_import_tensorflow():
 def test_progress_line_estimates_time_left():
     import pandas as pd
 
-    from pages import common
+    from pages import results
 
     store_config = ExperimentConfig(rounds=10)
 
@@ -454,9 +371,9 @@ def test_progress_line_estimates_time_left():
         config = store_config
 
     rounds = pd.DataFrame({"seconds": [2.0, 4.0]})
-    fraction, text = common.progress_line(FakeRun(), rounds)
+    fraction, text = results.progress_line(FakeRun(), rounds)
     assert fraction == pytest.approx(0.2) and text == "Round 2 of at most 10 · about 24 s left"
-    assert common.progress_line(FakeRun(), rounds.iloc[:0])[0] == 0.0
+    assert results.progress_line(FakeRun(), rounds.iloc[:0])[0] == 0.0
 
 
 def test_round_records_of_the_fake_match_the_engine_protocol():

@@ -260,10 +260,10 @@ def db(tmp_path, monkeypatch) -> Iterator[Path]:
 
 
 def shutdown_app(path: Path) -> None:
-    from pages import common
+    from pages import state as app_state
 
     if path.exists():
-        common._start_jobs(str(path.resolve()), FAKE).shutdown(timeout=WAIT)
+        app_state._start_jobs(str(path.resolve()), FAKE).shutdown(timeout=WAIT)
     st.cache_resource.clear()
 
 
@@ -350,11 +350,13 @@ def test_every_bad_file_chosen_by_path_in_one_session(db, files):
 def test_bad_input_through_the_dashboard(case: Case, files, db, preparing):
     if case.route == "settings":
         # The feature list offers known features only; a config naming another is refused by name.
-        from pages import common
+        from fedlab.errors import ConfigError
+        from pages import settings
+        from pages.state import SYNTHETIC
 
-        values = {**common.default_settings(), **case.settings}
-        with pytest.raises(common.ConfigError, match=case.shown) as caught:
-            common.config_from_settings(values, common.SYNTHETIC, False)
+        values = {**settings.default_settings(), **case.settings}
+        with pytest.raises(ConfigError, match=case.shown) as caught:
+            settings.config_from_settings(values, SYNTHETIC, False)
         record(case, "dashboard", str(caught.value))
         return
     at = app()
@@ -403,7 +405,7 @@ def test_bad_input_through_the_dashboard(case: Case, files, db, preparing):
 
 @dataclass
 class FakeUpload:
-    """What st.file_uploader returns, as far as pages.common uses it."""
+    """What st.file_uploader returns, as far as pages.sources uses it."""
 
     name: str
     data: bytes
@@ -416,10 +418,10 @@ class FakeUpload:
 @pytest.fixture
 def uploads(monkeypatch, tmp_path) -> dict:
     """Replaces st.file_uploader (AppTest cannot upload) and the app's upload folder."""
-    from pages import common
+    from pages import sources
 
     state = {"upload": None, "folder": tmp_path / "app-data" / "uploads"}
-    monkeypatch.setattr(common, "UPLOAD_DIR", state["folder"])
+    monkeypatch.setattr(sources, "UPLOAD_DIR", state["folder"])
     monkeypatch.setattr(st, "file_uploader", lambda *args, **kwargs: state["upload"])
     return state
 

@@ -11,10 +11,10 @@ import pytest
 from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
 from fedlab.errors import FedlabError
+from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not collected by pytest as a test class
-from fedlab.report import (FAIRNESS_CLIENTS, add_report_parser, best_and_worst, client_table, run_report_html,
-                           write_report)
+from fedlab.report import add_report_parser, run_report_html, write_report
 from fedlab.store import RunStore
 
 FIGURE_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"')

@@ -1,13 +1,15 @@
 """TensorBoard logs: each round's scalars land in the train and validation event files."""
 from __future__ import annotations
 
+import logging
 import math
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from fedlab.records import RoundRecord
-from fedlab.tblog import TensorBoardLog, log_dir_for
+from fedlab.tblog import BestEffortLog, TensorBoardLog, log_dir_for, named_log_dir
 
 tf = pytest.importorskip("tensorflow")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -76,3 +78,39 @@ def test_write_after_close_raises(tmp_path: Path):
 
 def test_log_dir_for_puts_each_run_in_its_own_folder(tmp_path: Path):
     assert log_dir_for(tmp_path, "abc123") == tmp_path / "abc123"
+
+
+def test_named_log_dir_is_name_then_time_and_never_an_existing_folder(tmp_path: Path):
+    when = datetime(2024, 5, 6, 7, 8, 9)
+    first = named_log_dir(tmp_path, "central", now=when)
+    assert first == tmp_path / "central-20240506-070809"
+    first.mkdir()
+    assert named_log_dir(tmp_path, "central", now=when) == tmp_path / "central-20240506-070809-2"
+
+
+def test_named_log_dir_keeps_the_name_inside_root(tmp_path: Path):
+    when = datetime(2024, 5, 6, 7, 8, 9)
+    assert named_log_dir(tmp_path, "../a/b c", now=when) == tmp_path / "a_b_c-20240506-070809"
+    assert named_log_dir(tmp_path, "", now=when) == tmp_path / "20240506-070809"
+
+
+def test_best_effort_log_makes_its_folder_with_the_first_round(tmp_path: Path):
+    board = BestEffortLog(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    board.write(make_round(1))
+    board.write(make_round(2))
+    board.close()
+    assert board.error is None
+    assert [step for step, _ in read_scalars(tmp_path / "run" / "validation")["validation/loss"]] == [1, 2]
+
+
+def test_best_effort_log_reports_a_failure_once_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    board = BestEffortLog(blocker / "run")
+    with caplog.at_level(logging.WARNING, logger="fedlab.tblog"):
+        for number in (1, 2, 3):
+            board.write(make_round(number))
+        board.close()
+    assert "not a directory" in board.error
+    assert len(caplog.records) == 1 and str(blocker / "run") in caplog.records[0].getMessage()

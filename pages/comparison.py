@@ -1,0 +1,107 @@
+"""Two runs side by side (the Compare page): live while they train, then results, fairness and the
+comparison report; and which two runs to show.
+"""
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from fedlab import charts
+from fedlab.store import Run, feature_label
+from pages.history import report_download
+from pages.presentation import show_chart
+from pages.results import (class_details, curves, fairness_view, reference_rounds, results_table, run_labels,
+                           settings_summary, status_line, stop_button)
+from pages.state import POLL_SECONDS, run_store, show_error
+
+
+def compare_panel(run_ids: list[str]) -> None:
+    """Two (or more) runs side by side; refreshes every second while any of them is queued or running."""
+    store = run_store()
+    runs = [run for run in map(store.get_run, run_ids) if run is not None]
+    if not runs:
+        st.info("Those runs no longer exist (deleted). Start new ones or pick others from history.")
+        return
+    if any(run.is_active for run in runs):
+        st.fragment(run_every=POLL_SECONDS)(_live_compare)(run_ids)
+    else:
+        _compare_view(runs)
+
+
+def _live_compare(run_ids: list[str]) -> None:
+    runs = [run for run in map(run_store().get_run, run_ids) if run is not None]
+    if not any(run.is_active for run in runs):
+        st.rerun()  # all ended: redraw once without polling, with the results
+    try:
+        _compare_view(runs)
+    except Exception as exc:  # a fragment would otherwise show a traceback
+        show_error(exc)
+
+
+def _compare_view(runs: list[Run]) -> None:
+    store = run_store()
+    labels = run_labels(runs)
+    by_label = {labels[run.id]: run for run in runs}
+    rounds = {label: store.rounds(run.id) for label, run in by_label.items()}
+    colors = charts.distinct_colors(by_label)
+    for column, (label, run) in zip(st.columns(len(by_label)), by_label.items()):
+        with column:
+            st.markdown(f"<span style='color:{colors[label]}'>●</span> <b>{html.escape(label)}</b>",
+                        unsafe_allow_html=True)
+            st.caption(settings_summary(run.config))
+            status_line(run, rounds[label])
+            if run.is_active:
+                stop_button(run.id)
+    most = max(run.config.rounds for run in runs)
+    curves(rounds, max_rounds=most, colors=colors, reference=reference_rounds(store, {r.id for r in runs}),
+           key="compare")
+    tested = {label: run for label, run in by_label.items() if run.test}
+    if not tested:
+        return
+    if len(runs) == 2:
+        report_download([run.id for run in runs], key="compare_report", label="Download comparison report (HTML)")
+    st.subheader("Test results")
+    st.table(results_table(tested, rounds))
+    st.caption("Each run's baselines are scored on that run's own test targets (they differ only when the data "
+               "settings differ: users, N, grouping).")
+    first = next(iter(tested.values()))
+    fig = charts.metrics_vs_baselines({label: run.test["accuracy"] for label, run in tested.items()},
+                                      first.baselines or {}, colors=colors)
+    show_chart(fig, key="compare_baselines")
+    reports = {label: run.test for label, run in tested.items()}
+    class_details(reports, colors=colors, key="compare")
+    show_chart(charts.per_client_accuracy(reports, colors=colors), key="compare_clients")
+    st.caption("How test accuracy spreads over clients, for each run. Overlap shows where the two models agree.")
+    fairness_view(reports, colors=colors, key="compare")
+
+
+def compare_run_ids() -> list[str]:
+    """The runs the Compare page shows: the URL's pair, else the pair this session started last."""
+    from_url = [r for r in (st.query_params.get("runs") or "").split(",") if r]
+    return from_url or list(st.session_state.get("compare_runs", []))
+
+
+def history_picker() -> list[str]:
+    """Two selectboxes over runs that have test results; returns the chosen ids (empty when too few)."""
+    runs = [run for run in run_store().list_runs(statuses=("finished", "stopped")) if run.test]
+    if len(runs) < 2:
+        st.info("Comparing from history needs two runs with test results; train some first.")
+        return []
+    labels = run_labels(runs)
+    ids = list(labels)
+    for key, default in (("cmp_hist_a", _first_like(runs, "central", ids[1])),
+                         ("cmp_hist_b", _first_like(runs, "biggest", ids[0]))):
+        if st.session_state.get(key) not in ids:  # unset, or that run was deleted
+            st.session_state[key] = default
+    left, right = st.columns(2)
+    a = left.selectbox("Run A", ids, key="cmp_hist_a", format_func=labels.get, help="A finished or stopped run.")
+    b = right.selectbox("Run B", ids, key="cmp_hist_b", format_func=labels.get, help="A finished or stopped run.")
+    if a == b:
+        st.warning("Pick two different runs.")
+        return [a]
+    return [a, b]
+
+
+def _first_like(runs: list[Run], preset: str, fallback: str) -> str:
+    return next((run.id for run in runs if feature_label(run.config.features) == preset), fallback)

@@ -1,0 +1,292 @@
+"""Views of runs: the one-line settings summary, status and progress, live curves, test results beside the
+baselines, per-category details, fairness across clients, and the "what this round did" panel.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+import streamlit as st
+
+from fedlab import charts, fairness
+from fedlab.baselines import BASELINE_LABELS
+from fedlab.config import ExperimentConfig
+from fedlab.explain import round_explanation
+from fedlab.store import Run, RunStore, feature_label
+from pages.presentation import show_chart
+from pages.sources import data_label
+from pages.state import POLL_SECONDS, job_manager, run_store, show_error
+
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:",
+                "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
+                "failed": ":material/error:", "interrupted": ":material/warning:"}
+FAIRNESS_COLUMNS = {
+    "client": st.column_config.TextColumn("client", help="The user's id in the data."),
+    "accuracy": st.column_config.NumberColumn("test accuracy", format="percent",
+                                              help="acc@1 on this client's own test check-ins."),
+    "examples": st.column_config.NumberColumn("targets", help="Test targets scored for this client."),
+    "checkins": st.column_config.NumberColumn("check-ins", help="All of the client's check-ins (train, "
+                                                                "validation and test)."),
+}
+
+
+# ----- describing runs -----
+
+def settings_summary(config: ExperimentConfig) -> str:
+    """One line of a run's main settings, e.g. "central · federated · N17 · 10 rounds × 4 epochs · ..."."""
+    clients = "all clients" if config.clients_per_round is None else f"{config.clients_per_round}/round"
+    users = "all users" if config.data.top_users is None else f"{config.data.top_users} users"
+    return (f"{feature_label(config.features)} · {config.mode} · N{config.data.n} · {config.rounds} rounds × "
+            f"{config.epochs} epochs · batch {config.batch_size} · GRU {config.gru_units} · {users} ({clients}) · "
+            f"{config.data.grouping} · {data_label(config)}"
+            + "".join(f" · {part}" for part in what_if_parts(config)))
+
+
+def what_if_parts(config: ExperimentConfig) -> list[str]:
+    """The what-if settings a run used, as short phrases (none when it used none of them)."""
+    parts = ["IID clients"] if config.data.iid else []
+    if config.client_dropout > 0:
+        parts.append(f"client dropout {config.client_dropout:.0%}")
+    if config.dp_clip is not None:
+        parts.append(f"DP clip {config.dp_clip:g} noise {config.dp_noise:g}")
+    return parts
+
+
+def best_val_accuracy(rounds: pd.DataFrame) -> float | None:
+    return float(rounds["val_accuracy"].max()) if len(rounds) else None
+
+
+def run_labels(runs: list[Run]) -> dict[str, str]:
+    """Run id -> a label unique among `runs` (the name, with a short id when two names are equal)."""
+    names = [run.name for run in runs]
+    return {run.id: run.name if names.count(run.name) == 1 else f"{run.name} [{run.id[:6]}]" for run in runs}
+
+
+def results_table(runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Final metrics of each run (columns) with the baselines of its own test data, as display text."""
+    rows: dict[str, dict[str, str]] = {}
+    for label, run in runs.items():
+        test, base = run.test or {}, run.baselines or {}
+        cells = {
+            "acc@1 (test accuracy)": _pct(test.get("accuracy")),
+            "acc@5 (top-5 accuracy)": _pct(test.get("top5_accuracy")),
+            "MRR (mean reciprocal rank)": _num(test.get("mrr")), "test loss (nats)": _num(test.get("loss")),
+            "best validation accuracy": _pct(best_val_accuracy(rounds.get(label, pd.DataFrame()))),
+            "rounds trained": str(len(rounds.get(label, ()))), "test targets scored": _int(test.get("examples")),
+        }
+        cells.update({f"baseline · {BASELINE_LABELS[k]}": _pct(base.get(k)) for k in BASELINE_LABELS})
+        for row, text in cells.items():
+            rows.setdefault(row, {})[label] = text
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _int(value) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
+def progress_line(run: Run, rounds: pd.DataFrame) -> tuple[float, str]:
+    """(fraction done, text) for a running run: rounds done of the most, and a time-left estimate."""
+    done, most = len(rounds), run.config.rounds
+    if done == 0:
+        return 0.0, "Preparing the data and building the model (the first run takes longest)…"
+    left = max(most - done, 0) * float(rounds["seconds"].mean())
+    return min(done / most, 1.0), f"Round {done} of at most {most} · about {_duration(left)} left"
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ----- run views -----
+
+def reference_rounds(store: RunStore, exclude: set[str]) -> tuple[str, pd.DataFrame] | None:
+    """The pinned reference run's (name, rounds), unless it is one of the runs already shown."""
+    ref_id = store.reference()
+    if ref_id is None or ref_id in exclude:
+        return None
+    run = store.get_run(ref_id)
+    return None if run is None else (run.name, store.rounds(ref_id))
+
+
+def run_panel(run_id: str, *, narrow: bool = False, explain: bool = False) -> None:
+    """A run's status, curves and results; refreshes every second while it is queued or running.
+
+    `narrow` stacks the charts, for a panel beside the settings; `explain` adds what the latest round did.
+    """
+    run = run_store().get_run(run_id)
+    if run is None:
+        st.info("That run no longer exists (it was deleted). Start a new one above.")
+        return
+    if run.is_active:
+        st.fragment(run_every=POLL_SECONDS)(_live_run)(run_id, narrow, explain)
+    else:
+        _run_view(run, run_store().rounds(run_id), live=False, narrow=narrow, explain=explain)
+
+
+def _live_run(run_id: str, narrow: bool, explain: bool) -> None:
+    store = run_store()
+    run = store.get_run(run_id)
+    if run is None or not run.is_active:
+        st.rerun()  # it ended: redraw the whole page once, without polling, with the results
+    try:
+        _run_view(run, store.rounds(run_id), live=True, narrow=narrow, explain=explain)
+    except Exception as exc:  # a fragment would otherwise show a traceback
+        show_error(exc)
+
+
+def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool, explain: bool) -> None:
+    st.subheader(run.name)
+    st.caption(settings_summary(run.config))
+    status_line(run, rounds)
+    if run.is_active:
+        stop_button(run.id)
+    colors = charts.distinct_colors([run.name])
+    draw = functools.partial(curves, {run.name: rounds}, max_rounds=run.config.rounds, colors=colors,
+                             reference=reference_rounds(run_store(), {run.id}), key=f"run_{run.id}_{live}")
+    if not explain:
+        draw(narrow=narrow)
+    elif narrow:  # no room beside stacked charts: the panel goes right above them
+        explain_panel(run, rounds)
+        draw(narrow=True)
+    else:
+        left, right = st.columns([3, 2], gap="medium")
+        with left:
+            draw(narrow=True)
+        with right:
+            explain_panel(run, rounds)
+    if run.test:
+        show_test_results(run, colors=colors, key=f"run_{run.id}", narrow=narrow)
+
+
+def status_line(run: Run, rounds: pd.DataFrame) -> None:
+    done = len(rounds)
+    if run.status == "queued":
+        active = job_manager().active()  # the running run first, then the queue
+        ahead = f"{active.index(run.id)} run(s) ahead of it" if run.id in active else "waiting for the training thread"
+        st.info(f"Queued ({ahead}). One run trains at a time; it starts by itself.", icon=STATUS_ICONS["queued"])
+    elif run.status == "running":
+        fraction, text = progress_line(run, rounds)
+        st.progress(fraction, text=text)
+    elif run.status == "finished":
+        early = done < run.config.rounds
+        st.success(f"Finished after {done} round(s)"
+                   + (f", stopped early: no better validation loss for {run.config.patience} rounds." if early else ".")
+                   + " Test results use the round with the lowest validation loss.")
+    elif run.status == "stopped":
+        st.warning(f"Stopped after {done} round(s); the rounds so far are kept"
+                   + (" and the kept model was tested." if run.test else "."))
+    elif run.status == "failed":
+        st.error(f"The run failed: {run.error or 'no reason recorded'}", icon=":material/error:")
+    elif run.status == "interrupted":
+        st.warning(f"Interrupted after {done} round(s): the app stopped while it trained. Start it again "
+                   "from the Train page if you need it.")
+
+
+def stop_button(run_id: str) -> None:
+    if st.button("Stop", key=f"stop_{run_id}", help="Ends the run after the current round; its rounds are kept."):
+        job_manager().stop(run_id)
+        st.toast("Stopping after the current round…")
+
+
+def curves(runs: Mapping[str, pd.DataFrame], *, max_rounds: int | None, colors: Mapping[str, str],
+           reference: tuple[str, pd.DataFrame] | None, key: str, narrow: bool = False) -> None:
+    """Loss and accuracy per round (side by side, or stacked when narrow), with how to read them."""
+    if not any(len(r) for r in runs.values()):
+        return
+    places = (st.container(), st.container()) if narrow else st.columns(2)
+    for column, metric in zip(places, ("loss", "accuracy")):
+        fig = charts.learning_curves(runs, metric, reference=reference, colors=colors, max_rounds=max_rounds)
+        show_chart(fig, key=f"{key}_{metric}", place=column)
+    st.caption("Dashed: training (average over the clients' local steps); solid: validation (each client's "
+               "held-out later check-ins). Accuracy = share of next check-ins whose category was predicted "
+               "right." + (" Faint: the pinned reference run." if reference else ""))
+
+
+def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: bool = False) -> None:
+    """Test metrics of one run beside its baselines (metrics, table, bar chart) and the per-client spread."""
+    test, base = run.test or {}, run.baselines or {}
+    best_base = max(base.values(), default=None)
+    cols = st.columns(4)
+    cols[0].metric("acc@1", _pct(test.get("accuracy")),
+                   delta=None if best_base is None else f"{(test['accuracy'] - best_base) * 100:+.1f} pts",
+                   help="Share of test targets whose category was the model's first guess. Below: how many "
+                        "percentage points above (or below) the best baseline.")
+    cols[1].metric("acc@5", _pct(test.get("top5_accuracy")), help="Share whose category was among the top 5 guesses.")
+    cols[2].metric("MRR", _num(test.get("mrr")), help="Mean reciprocal rank of the true category (1 = always first).")
+    cols[3].metric("test loss", _num(test.get("loss")), help="Cross-entropy on the test targets, in nats.")
+    left, right = (st.container(), st.container()) if narrow else st.columns([2, 3])
+    left.table(results_table({run.name: run}, {run.name: run_store().rounds(run.id)}))
+    fig = charts.metrics_vs_baselines({run.name: test.get("accuracy", 0.0)}, base, colors=colors)
+    show_chart(fig, key=f"{key}_baselines", place=right)
+    st.caption("Baselines are simple predictors scored on exactly the same test targets. A model that does not "
+               "beat 'Repeat last category' or the Markov chains has learned little.")
+    if test.get("per_client"):
+        show_chart(charts.per_client_accuracy({run.name: test}, colors=colors), key=f"{key}_clients")
+        st.caption("Each client's own test accuracy. A wide spread means the shared model suits some people far "
+                   "better than others (their data differ: non-IID).")
+        fairness_view({run.name: test}, colors=colors, key=key)
+
+
+def class_details(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], key: str) -> None:
+    """Per-class accuracy of the reports together, then one confusion matrix per report."""
+    reports = {label: r for label, r in reports.items() if r}
+    if not reports:
+        return
+    show_chart(charts.per_class_recall(reports, colors=colors), key=f"{key}_class")
+    st.caption("For each true category: the share of its test targets predicted right. Rare categories are usually "
+               "hard; a model that only learns the common ones scores 0 on the rest.")
+    for column, (label, report) in zip(st.columns(len(reports)), reports.items()):
+        show_chart(charts.confusion_heatmap(report, title=f"Confusion: {label}"), key=f"{key}_confusion_{label}",
+                   place=column)
+    st.caption("Rows: the true category; columns: what the model predicted; each row sums to 100%. "
+               "A strong diagonal is good; a bright column is a category the model guesses too often.")
+
+
+# ----- fairness and the round explained -----
+
+def fairness_view(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], key: str) -> None:
+    """Best and worst served clients of each report with their check-ins, then accuracy against data size."""
+    tables = {label: fairness.client_table(report["per_client"]) for label, report in reports.items()
+              if report and report.get("per_client")}
+    if not tables:
+        return
+    st.markdown("**Fairness: who is served well, who is not**")
+    for number, (column, (label, table)) in enumerate(zip(st.columns(len(tables)), tables.items())):
+        best, worst = fairness.best_and_worst(table)
+        with column:
+            if len(tables) > 1:
+                st.markdown(f"*{label}*")
+            for title, rows in (("Best served", best), ("Worst served", worst)):
+                if len(rows):
+                    st.caption(title)
+                    st.dataframe(rows, hide_index=True, column_config=FAIRNESS_COLUMNS,
+                                 key=f"{key}_fair_{title.split()[0].lower()}_{number}")
+            st.caption(fairness.correlation_text(table))
+    show_chart(charts.accuracy_vs_checkins(tables, colors=colors), key=f"{key}_fairness")
+    st.caption("Each dot is one client; check-ins count all of its check-ins (train, validation and test). If "
+               "the dots climb to the right, users with little data are served worse.")
+
+
+def explain_panel(run: Run, rounds: pd.DataFrame) -> None:
+    """What the latest round did, step by step, with its figures (a bordered box)."""
+    latest = rounds.iloc[-1] if len(rounds) else None
+    total = run.extra.get("train_clients")
+    with st.container(border=True):
+        st.markdown("**Explained: one round**" if run.config.mode == "federated" else "**Explained: one epoch**")
+        st.markdown(round_explanation(run.config, latest, total_clients=total if isinstance(total, int) else None))

@@ -1,0 +1,67 @@
+"""fedlab.explain: the account of one round names the round's own figures and the run's settings."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from fedlab.config import ExperimentConfig
+from fedlab.explain import round_explanation, sampled_clients
+
+
+def latest(**changes) -> pd.Series:
+    row = {"round": 4, "train_loss": 1.234, "train_accuracy": 0.41, "val_loss": 1.5, "val_accuracy": 0.375,
+           "clients": 18, "seconds": 2.0, "is_best": True}
+    return pd.Series({**row, **changes})
+
+
+def test_every_step_of_a_federated_round_with_its_figures():
+    config = ExperimentConfig(rounds=10, clients_per_round=20, epochs=2, batch_size=8, client_lr=0.05,
+                              client_dropout=0.1)
+    text = round_explanation(config, latest(), total_clients=100)
+    assert text.startswith("**Round 4** of at most 10")
+    assert "20 of the 100 clients" in text and "probability 10%" in text and "**18 reported back**" in text
+    assert "2 local epochs" in text and "N = 17" in text and "8 sequences per batch" in text
+    assert "Adam (learning rate 0.05)" in text
+    assert "training loss averaged 1.234, accuracy 41.0%" in text
+    assert "averaged the 18 updates, each weighted by that client's number of training examples" in text
+    assert "SGD with learning rate 1" in text and "plain FedAvg" in text
+    assert "validation loss 1.500, accuracy 37.5% — the best so far" in text
+    assert [line[:3] for line in text.splitlines()[2:]] == ["1. ", "2. ", "3. ", "4. ", "5. "]
+
+
+def test_no_dropout_no_dp_and_all_clients():
+    text = round_explanation(ExperimentConfig(server_optimizer="adam", server_lr=0.5), latest(is_best=False),
+                             total_clients=12)
+    assert "all 12 clients" in text and "reported back" not in text and "noise" not in text
+    assert "Adam with learning rate 0.5" in text and "plain FedAvg" not in text and "best so far" not in text
+
+
+def test_dp_explains_clipping_and_noise():
+    text = round_explanation(ExperimentConfig(dp_clip=0.5, dp_noise=1.2), latest(), total_clients=12)
+    assert "clipped to length 0.5" in text and "noise (multiplier 1.2)" in text
+
+
+def test_before_the_first_round_the_settings_are_explained_without_figures():
+    config = ExperimentConfig(rounds=3, client_dropout=0.2)
+    text = round_explanation(config, None)
+    assert text.startswith("**Waiting for round 1** of at most 3")
+    assert "all 100 clients" in text  # the settings' user count, until the run knows its clients
+    assert "probability 20%" in text and "reported back" not in text and "validation loss" not in text
+
+
+def test_a_round_without_validation_figures_leaves_the_check_out():
+    text = round_explanation(ExperimentConfig(), latest(val_loss=math.nan), total_clients=5)
+    assert "**Check.**" not in text and "4. **Server step.**" in text
+
+
+def test_centralized_runs_are_explained_as_epochs_on_pooled_data():
+    text = round_explanation(ExperimentConfig(mode="centralized", batch_size=32), latest(round=2), total_clients=5)
+    assert text.startswith("**Epoch 2** of at most 10 (centralized)")
+    assert "pooled" in text and "batches of 32" in text and "validation loss 1.500" in text
+
+
+def test_sampled_clients_caps_at_the_population():
+    assert sampled_clients(ExperimentConfig(clients_per_round=50), 10) == 10
+    assert sampled_clients(ExperimentConfig(clients_per_round=5), None) == 5
+    assert sampled_clients(ExperimentConfig(), 7) == 7

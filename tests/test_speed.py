@@ -1,0 +1,70 @@
+"""What the speed work relies on: the worker's allocator, evaluation's metrics, and the bench's figures."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlab.bench import round_vs_keras
+from fedlab.config import ExperimentConfig
+from fedlab.engine import Experiment
+from fedlab.runtime import Runtime, running_worker_pids, worker_allocator, worker_environment
+from tests.helpers import TINY
+
+
+def test_the_allocator_named_in_the_environment_is_preloaded(tmp_path):
+    library = tmp_path / "libjemalloc.so.2"
+    library.write_bytes(b"")
+    env = worker_environment({"FEDLAB_WORKER_MALLOC": str(library), "LD_PRELOAD": "libother.so"})
+    assert env["LD_PRELOAD"].split() == [str(library), "libother.so"]
+
+
+def test_system_means_no_preload():
+    env = worker_environment({"FEDLAB_WORKER_MALLOC": "system"})
+    assert "LD_PRELOAD" not in env
+    assert worker_allocator({"FEDLAB_WORKER_MALLOC": "system"}) is None
+
+
+def test_a_missing_allocator_file_is_not_preloaded(tmp_path):
+    assert worker_allocator({"FEDLAB_WORKER_MALLOC": str(tmp_path / "absent.so")}) is None
+
+
+@pytest.mark.skipif(worker_allocator({}) is None, reason="libjemalloc2 is not installed")
+def test_the_local_worker_runs_on_jemalloc():
+    runtime = Runtime()
+    try:
+        (pid,) = running_worker_pids()
+        assert "libjemalloc" in Path(f"/proc/{pid}/maps").read_text()
+    finally:
+        runtime.close()
+
+
+def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_data, build_cache):
+    # Evaluation loops over each client's batches; FedAvg's validation figures must still be those of
+    # the whole validation set, as plain Keras computes them.
+    experiment = Experiment(ExperimentConfig(data=tiny_data.config, **{**TINY, "rounds": 1}), data=tiny_data,
+                            cache=build_cache)
+    try:
+        experiment.prepare()
+        (record,) = list(experiment.rounds())
+        model = experiment.trained_model()
+    finally:
+        experiment.close()
+    from fedlab.model import loss_fn, metrics_fn
+
+    model.compile(loss=loss_fn(), metrics=metrics_fn())
+    inputs, targets = experiment._pooled("val")
+    loss, accuracy = model.evaluate(inputs, targets, batch_size=len(targets), verbose=0)
+    assert record.val_loss == pytest.approx(loss, rel=1e-4)
+    assert record.val_accuracy == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_cache):
+    config = ExperimentConfig(data=tiny_data.config, **TINY)
+    result = round_vs_keras(config, repeats=1, data=tiny_data, cache=build_cache)
+    sizes = tiny_data.train.client_sizes()
+    assert result["batches_per_round"] == int(np.ceil(sizes[sizes > 0] / config.batch_size).sum())
+    assert result["ratio"] == pytest.approx(result["fedavg_round_seconds"] / result["keras_same_work_seconds"],
+                                            rel=0.02)
+    assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] >= 0
+    assert result["worker_allocator"] == (Path(worker_allocator()).name if worker_allocator() else "system")
+    assert running_worker_pids() == []
