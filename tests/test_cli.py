@@ -103,8 +103,10 @@ def logged_steps(folder: Path, tag: str) -> list[int]:
 def test_interrupted_or_killed_run_leaves_no_worker(signum, status):
     tag = uuid.uuid4().hex
     env = cli_env(tag)
+    # As from a terminal: a suite started in the background (`cmd &` in a script) passes SIGINT on ignored.
     proc = subprocess.Popen([sys.executable, "-m", "fedlab", *TINY_RUN[:-6], "--rounds", "50", "--patience", "50"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:  # wait until training runs, so the worker exists
             if line.startswith("round"):
