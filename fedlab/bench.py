@@ -92,7 +92,7 @@ def _fedavg_round_times(experiment, *, repeats: int) -> tuple[list[float], list[
         eval_state = evaluation.initialize()
         workers = running_worker_pids()
         for number in range(repeats + 1):
-            data = experiment._datasets("train", clients, shuffle_seed=experiment.config.seed * 100_003 + number)
+            data = experiment.round_datasets(clients, number)
             cpu_before, started = _cpu_seconds(workers), time.perf_counter()
             state = learning.next(state, data).state
             train.append(time.perf_counter() - started)
@@ -106,14 +106,16 @@ def _fedavg_round_times(experiment, *, repeats: int) -> tuple[list[float], list[
 
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by these processes (0 for any that is gone)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in map(_stat_fields, pids) if fields)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first); [] when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 def _allocator_name() -> str:
@@ -247,14 +249,9 @@ class PeakMemory:
 def tree_rss_bytes(pid: int) -> int:
     total = 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(entry.name) == pid or int(fields[1]) == pid:
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
+        fields = _stat_fields(entry.name) if entry.name.isdigit() else []
+        if fields and (int(entry.name) == pid or int(fields[1]) == pid):
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return total
 
 

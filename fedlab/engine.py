@@ -133,7 +133,7 @@ class Experiment:
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
-            train_data = self._datasets("train", chosen, shuffle_seed=self.config.seed * 100_003 + number)
+            train_data = self.round_datasets(chosen, number)
             with self._runtime.activate():
                 output = learning.next(state, train_data)
                 state = output.state
@@ -161,6 +161,10 @@ class Experiment:
                 reported[rng.integers(len(chosen))] = True
             chosen = chosen[reported]
         return chosen
+
+    def round_datasets(self, clients: np.ndarray, number: int) -> list:
+        """The training data of round `number` for these clients, shuffled with a seed of the run and round."""
+        return self._datasets("train", clients, shuffle_seed=self.config.seed * 100_003 + number)
 
     def _datasets(self, split: str, clients: np.ndarray, *, shuffle_seed: int | None = None) -> list:
         from fedlab.federated import client_dataset

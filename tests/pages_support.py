@@ -57,6 +57,13 @@ def app(page: str | None = None, **query) -> AppTest:
     return at
 
 
+def wait_for_round(store: RunStore, run_id: str, count: int) -> None:
+    """Waits (up to WAIT seconds) until the run has `count` rounds in the store."""
+    deadline = time.monotonic() + WAIT
+    while len(store.rounds(run_id)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def wait_for_runs(db: Path, count: int, statuses=("finished", "stopped", "failed")) -> list:
     store = RunStore(db)
     deadline = time.monotonic() + WAIT

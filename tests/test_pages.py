@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -18,8 +17,8 @@ from fedlab.records import TestReport as Report  # not a pytest test class
 from fedlab.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
-from tests.pages_support import (ROOT, RUN_TIMEOUT, WAIT, app, chart_specs, db, store_run, texts,  # noqa: F401
-                                 values, wait_for_runs)
+from tests.pages_support import (ROOT, RUN_TIMEOUT, app, chart_specs, db, store_run, texts,  # noqa: F401
+                                 values, wait_for_round, wait_for_runs)
 
 
 # ----- Home and Data -----
@@ -191,9 +190,7 @@ def test_a_running_run_shows_progress_and_can_be_stopped(db, monkeypatch):
     at.button(key="train_btn_run").click().run()
     store = RunStore(db)
     (run,) = store.list_runs()
-    deadline = time.monotonic() + WAIT
-    while len(store.rounds(run.id)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_round(store, run.id, 2)
     at.run()
     assert_clean(at)
     (bar,) = at.get("progress")

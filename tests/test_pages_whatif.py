@@ -5,7 +5,6 @@ across clients, the comparison report, and demo runs at first start.
 from __future__ import annotations
 
 import sys
-import time
 import types
 
 import pytest
@@ -15,7 +14,8 @@ from fedlab.privacy import dp_epsilon
 from fedlab.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
-from tests.pages_support import app, chart_specs, db, store_run, texts, wait_for_runs  # noqa: F401
+from tests.pages_support import (app, chart_specs, db, store_run, texts, wait_for_round,  # noqa: F401
+                                 wait_for_runs)
 
 DEMOS = [("Demo · central", ExperimentConfig(rounds=2, gru_units=8, name="Demo · central")),
          ("Demo · biggest", ExperimentConfig(features=ALL_FEATURES, rounds=2, gru_units=8, name="Demo · biggest"))]
@@ -148,12 +148,6 @@ def test_a_running_run_explains_its_latest_round(db, monkeypatch):
     assert number >= 2 and "of at most 200" in shown
     at.button(key=f"stop_{run.id}").click().run()
     wait_for_runs(db, 1)
-
-
-def wait_for_round(store: RunStore, run_id: str, count: int) -> None:
-    deadline = time.monotonic() + 15
-    while len(store.rounds(run_id)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 # ----- fairness, and the comparison report -----

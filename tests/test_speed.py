@@ -65,6 +65,6 @@ def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_
     assert result["batches_per_round"] == int(np.ceil(sizes[sizes > 0] / config.batch_size).sum())
     assert result["ratio"] == pytest.approx(result["fedavg_round_seconds"] / result["keras_same_work_seconds"],
                                             rel=0.02)
-    assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] >= 0
+    assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] > 0
     assert result["worker_allocator"] == (Path(worker_allocator()).name if worker_allocator() else "system")
     assert running_worker_pids() == []
