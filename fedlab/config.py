@@ -85,6 +85,8 @@ class ExperimentConfig:
     dp_clip: float | None = None  # L2 clipping norm for DP-FedAvg; None = no DP
     dp_noise: float = 0.0  # noise multiplier for DP-FedAvg
     workers: tuple[str, ...] = ()  # host:port of remote TFF workers; empty = local runtime
+    personalize_epochs: int = 0  # local fine-tuning epochs per client before its test; 0 = the shared model only
+    personalize_lr: float = 0.1  # plain SGD learning rate of that fine-tuning
     name: str = ""
 
     def __post_init__(self):
@@ -105,7 +107,10 @@ class ExperimentConfig:
                f"clients per round must be at least 1 (or all), not {self.clients_per_round!r}")
         for label, value in (("client optimizer", self.client_optimizer), ("server optimizer", self.server_optimizer)):
             _check(value in OPTIMIZERS, f"{label} must be one of {', '.join(OPTIMIZERS)}, not {value!r}")
-        for label, value in (("client learning rate", self.client_lr), ("server learning rate", self.server_lr)):
+        _check(_is_int(self.personalize_epochs) and self.personalize_epochs >= 0,
+               f"fine-tuning epochs must be a whole number of 0 or more, not {self.personalize_epochs!r}")
+        for label, value in (("client learning rate", self.client_lr), ("server learning rate", self.server_lr),
+                             ("fine-tuning learning rate", self.personalize_lr)):
             _check(_is_number(value) and value > 0, f"{label} must be a number above 0, not {value!r}")
         _check(_is_number(self.dropout) and 0 <= self.dropout < 1, f"GRU dropout must be in [0, 1), not {self.dropout!r}")
         _check(_is_number(self.client_dropout) and 0 <= self.client_dropout < 1,

@@ -6,6 +6,7 @@ tests all iterate `rounds()` and may stop at any round.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -213,6 +214,7 @@ class Experiment:
         return model
 
     def test(self) -> TestReport:
+        """The kept model on every test sequence; with `personalize_epochs`, also after local fine-tuning."""
         model = self.trained_model()
         test = self.data.test
         probs, targets = {}, {}
@@ -222,8 +224,25 @@ class Experiment:
                 continue
             logits = model.predict({f: inputs[f] for f in self.spec.features}, batch_size=PREDICT_BATCH, verbose=0)
             probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
-        return metrics.build_test_report(probs_by_client=probs, targets_by_client=targets,
-                                         class_names=self.data.class_names, checkins=self.data.checkins)
+        report = metrics.build_test_report(probs_by_client=probs, targets_by_client=targets,
+                                           class_names=self.data.class_names, checkins=self.data.checkins)
+        if self.config.personalize_epochs == 0:
+            return report
+        return dataclasses.replace(report, personalized=self._personalized_summary(model))
+
+    def _personalized_summary(self, model: tf.keras.Model) -> dict[str, float]:
+        from fedlab.personalize import personalized_probs
+
+        started = time.perf_counter()
+        probs, targets = personalized_probs(
+            model, self.data, features=self.spec.features, epochs=self.config.personalize_epochs,
+            learning_rate=self.config.personalize_lr, batch_size=self.config.batch_size, seed=self.config.seed)
+        tuned = metrics.build_test_report(probs_by_client=probs, targets_by_client=targets,
+                                          class_names=self.data.class_names, checkins=self.data.checkins)
+        self.timing["personalize_seconds"] = round(time.perf_counter() - started, 3)
+        return {"epochs": self.config.personalize_epochs, "learning_rate": self.config.personalize_lr,
+                "accuracy": tuned.accuracy, "top5_accuracy": tuned.top5_accuracy, "mrr": tuned.mrr,
+                "loss": tuned.loss, "examples": tuned.examples}
 
     def baselines(self) -> dict[str, float]:
         test = self.data.test

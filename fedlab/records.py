@@ -38,6 +38,9 @@ class TestReport:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
     class_names: list[str] = field(default_factory=list)
+    # After local fine-tuning (see fedlab.personalize): "epochs", "learning_rate", "accuracy", "top5_accuracy",
+    # "mrr", "loss", "examples" on the same targets; None when the run did not fine-tune.
+    personalized: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

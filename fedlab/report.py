@@ -57,6 +57,8 @@ SETTINGS = (
     ("client_dropout", "client dropout (share failing to report)", "—"),
     ("dp_clip", "DP clipping norm", "off"),
     ("dp_noise", "DP noise multiplier", "—"),
+    ("personalize_epochs", "fine-tuning epochs per client before the test", "—"),
+    ("personalize_lr", "fine-tuning learning rate (SGD)", "—"),
     ("workers", "TFF workers", "local"),
     ("seed", "random seed", "—"),
 )
@@ -219,6 +221,10 @@ def _metric_rows(entries: list[_Entry]) -> dict[str, list[str]]:
             "best validation accuracy": _pct(entry.rounds["val_accuracy"].max() if len(entry.rounds) else None),
             "acc@1 minus best baseline": "—" if gain is None else f"{gain * 100:+.1f} points",
         }
+        if any((e.run.test or {}).get("personalized") for e in entries):  # a row for all runs, or none
+            tuned = test.get("personalized")
+            cells["acc@1 after local fine-tuning"] = (
+                f"{_pct(tuned['accuracy'])} ({tuned['epochs']} epochs per client)" if tuned else "—")
         cells.update({f"baseline · {label}": _pct(base.get(key)) for key, label in BASELINE_LABELS.items()})
         for name, text in cells.items():
             rows.setdefault(name, []).append(text)

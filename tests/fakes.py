@@ -43,8 +43,13 @@ class FakeExperiment:
         per_client = {client: dict(entry) for client, entry in TEST_CLIENTS.items()}
         per_class = {name: {"precision": 0.5, "recall": 0.4 + 0.1 * i, "support": 10 + i}
                      for i, name in enumerate(CLASSES)}
+        tuned = None
+        if self.config.personalize_epochs:
+            tuned = {"epochs": self.config.personalize_epochs, "learning_rate": self.config.personalize_lr,
+                     "accuracy": 0.5012, "top5_accuracy": 0.93, "mrr": 0.66, "loss": 1.1, "examples": 40}
         return Report(accuracy=0.4567, top5_accuracy=0.9, mrr=0.61, loss=1.23, examples=40, per_client=per_client,
-                      per_class=per_class, confusion=[[5, 3, 2], [1, 8, 2], [2, 2, 8]], class_names=list(CLASSES))
+                      per_class=per_class, confusion=[[5, 3, 2], [1, 8, 2], [2, 2, 8]], class_names=list(CLASSES),
+                      personalized=tuned)
 
     def baselines(self) -> dict[str, float]:
         return {key: 0.1 + 0.05 * i for i, key in enumerate(BASELINE_LABELS)}

@@ -42,6 +42,23 @@ def test_dropout_and_dp_settings_reach_the_run_config_and_its_summary(db):
     assert any("client dropout 20% · DP clip 0.5 noise 1.5" in c.value for c in at.caption)
 
 
+def test_fedadam_and_fine_tuning_reach_the_run_and_its_results(db):
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(2)
+    at.button(key="train_btn_fedadam").click().run()
+    assert at.selectbox(key="train_client_optimizer").value == "sgd"
+    at.number_input(key="train_personalize_epochs").set_value(3)
+    at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    (run,) = wait_for_runs(db, 1)
+    config = run.config
+    assert (config.client_optimizer, config.client_lr, config.server_optimizer, config.server_lr) == ("sgd", 0.3, "adam", 0.01)
+    assert config.personalize_epochs == 3
+    at.run()
+    assert any("after 3 epochs of fine-tuning" in c.value and "50.1%" in c.value for c in at.caption)
+    assert at.table[0].value.loc["acc@1 after local fine-tuning"].iloc[0] == "50.1% (3 epochs per client)"
+
+
 def test_dp_off_sends_no_clipping_or_noise(db):
     at = app("train")
     at.number_input(key="train_rounds").set_value(1)
