@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--end-to-end", action="store_true",
                    help="the study's full experiment: both presets, 100 clients, N 17, 4 epochs, batch 16, 10 rounds")
     p.add_argument("--runs", type=int, default=1, help="with --end-to-end: repeat the experiment in one process")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="with --end-to-end: rounds per model (10 as the study; fewer to check memory over many runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_bench)
 
@@ -40,7 +42,7 @@ def add_parser(sub) -> None:
 def run_bench(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.end_to_end:
-        result = end_to_end(data=args.data, runs=args.runs)
+        result = end_to_end(data=args.data, runs=args.runs, rounds=args.rounds)
     else:
         config = ExperimentConfig(
             data=DataConfig(data=args.data, top_users=args.clients, n=args.n), features=PRESETS[args.preset],
@@ -255,7 +257,7 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def end_to_end(*, data: str | None, runs: int = 1) -> dict:
+def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
     """The study's experiment, both presets, start to finish, as a user of the CLI would run it."""
     from fedlab.engine import BuildCache
     from fedlab.training import run_to_completion
@@ -269,7 +271,7 @@ def end_to_end(*, data: str | None, runs: int = 1) -> dict:
             accuracy = {}
             for preset in ("central", "biggest"):
                 config = ExperimentConfig(data=DataConfig(data=data, top_users=100, n=17), features=PRESETS[preset],
-                                          epochs=4, batch_size=16, rounds=10, patience=10)
+                                          epochs=4, batch_size=16, rounds=rounds, patience=rounds)
                 t0 = time.perf_counter()
                 out = run_to_completion(config, cache=cache,
                                         on_round=lambda r, p=preset, t0=t0: first_round.setdefault(p, time.perf_counter() - t0))
@@ -277,5 +279,5 @@ def end_to_end(*, data: str | None, runs: int = 1) -> dict:
             results.append({"total_seconds": round(time.perf_counter() - started, 1),
                             "first_round_seconds": {k: round(v, 1) for k, v in first_round.items()},
                             "test_accuracy": accuracy, "rss_after_bytes": tree_rss_bytes(os.getpid())})
-    return {"runs": results, "peak_memory_bytes": memory.peak_bytes,
+    return {"rounds": rounds, "runs": results, "peak_memory_bytes": memory.peak_bytes,
             "total_seconds_median": statistics.median(r["total_seconds"] for r in results)}
