@@ -47,6 +47,7 @@ def test_test_scores_every_test_target(federated_run, tiny_data):
     assert report.examples == tiny_data.test.targets.size
     assert 0 <= report.accuracy <= report.top5_accuracy <= 1
     assert set(report.per_client) <= set(tiny_data.client_ids)
+    assert report.personalized is None  # no fine-tuning asked for
     assert set(baselines) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
 
 
@@ -61,11 +62,14 @@ def test_biggest_preset_trains(tiny_data, build_cache):
 
 
 def test_centralized_twin_yields_one_record_per_epoch(tiny_data, build_cache):
-    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, mode="centralized", **{**TINY, "rounds": 3}),
-                              tiny_data, build_cache)
+    config = ExperimentConfig(data=tiny_data.config, mode="centralized", personalize_epochs=1, **{**TINY, "rounds": 3})
+    records, report, _ = _run(config, tiny_data, build_cache)
     assert [r.round for r in records] == [1, 2, 3]
     assert records[-1].train_loss < records[0].train_loss
     assert report.examples == tiny_data.test.targets.size
+    # Fine-tuned figures come beside the shared model's, on the same targets.
+    tuned = report.personalized
+    assert tuned["examples"] == report.examples and tuned["epochs"] == 1 and tuned["loss"] != report.loss
 
 
 def test_client_sampling_takes_the_asked_number(tiny_data, build_cache):

@@ -59,35 +59,9 @@ def test_fine_tuning_leaves_the_shared_model_as_it_was():
 
     model = _shared_model()
     before = [w.copy() for w in model.get_weights()]
-    personalized_probs(model, data, features=("cat_id",), epochs=3, learning_rate=0.5, batch_size=4, seed=0)
+    personalized_probs(model, data, features=("cat_id",), epochs=1, learning_rate=0.5, batch_size=4, seed=0)
     for kept, now in zip(before, model.get_weights()):
         np.testing.assert_array_equal(kept, now)
-
-
-def test_a_run_reports_fine_tuned_metrics_on_the_same_targets(tiny_data):
-    from fedlab.engine import Experiment
-
-    config = ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=2, gru_units=8, embedding_dim=4,
-                              batch_size=8, client_lr=0.05, dropout=0.0, personalize_epochs=2)
-    experiment = Experiment(config, data=tiny_data)
-    experiment.prepare()
-    list(experiment.rounds())
-    report = experiment.test()
-    tuned = report.personalized
-    assert tuned["examples"] == report.examples == tiny_data.test.targets.size
-    assert tuned["epochs"] == 2 and 0 <= tuned["accuracy"] <= 1 and tuned["loss"] != report.loss
-    assert experiment.test().accuracy == report.accuracy  # the kept shared model is untouched
-    assert experiment.timing["personalize_seconds"] > 0
-
-
-def test_without_fine_tuning_the_report_has_no_personalised_part(tiny_data):
-    from fedlab.engine import Experiment
-
-    config = ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=1, gru_units=8, embedding_dim=4)
-    experiment = Experiment(config, data=tiny_data)
-    experiment.prepare()
-    list(experiment.rounds())
-    assert experiment.test().personalized is None
 
 
 @pytest.mark.parametrize("changes", [{"personalize_epochs": -1}, {"personalize_epochs": 1.5},
