@@ -44,3 +44,12 @@ class TestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+PERSONALIZED_ROW = "acc@1 after local fine-tuning"
+
+
+def personalized_cell(test: dict[str, Any]) -> str:
+    """The fine-tuned accuracy of a stored test report, as a table cell ("—" when the run did not fine-tune)."""
+    tuned = test.get("personalized")
+    return f"{tuned['accuracy']:.1%} ({tuned['epochs']} epochs per client)" if tuned else "—"

@@ -27,6 +27,7 @@ from fedlab import charts
 from fedlab.baselines import BASELINE_LABELS
 from fedlab.errors import FedlabError
 from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table, correlation_text
+from fedlab.records import PERSONALIZED_ROW, personalized_cell
 from fedlab.privacy import dp_epsilon, sampling_rate
 from fedlab.store import Run, RunStore, default_path, feature_label
 
@@ -207,6 +208,7 @@ def _metrics_section(entries: list[_Entry], *, colors: dict[str, str], figures: 
 def _metric_rows(entries: list[_Entry]) -> dict[str, list[str]]:
     """Row label -> one display value per run: test metrics, then each baseline of the run's own test data."""
     rows: dict[str, list[str]] = {}
+    any_tuned = any((e.run.test or {}).get("personalized") for e in entries)
     for entry in entries:
         test, base = entry.run.test or {}, entry.run.baselines or {}
         best_base = max(base.values(), default=None)
@@ -221,10 +223,8 @@ def _metric_rows(entries: list[_Entry]) -> dict[str, list[str]]:
             "best validation accuracy": _pct(entry.rounds["val_accuracy"].max() if len(entry.rounds) else None),
             "acc@1 minus best baseline": "—" if gain is None else f"{gain * 100:+.1f} points",
         }
-        if any((e.run.test or {}).get("personalized") for e in entries):  # a row for all runs, or none
-            tuned = test.get("personalized")
-            cells["acc@1 after local fine-tuning"] = (
-                f"{_pct(tuned['accuracy'])} ({tuned['epochs']} epochs per client)" if tuned else "—")
+        if any_tuned:  # a row for all runs, or none
+            cells[PERSONALIZED_ROW] = personalized_cell(test)
         cells.update({f"baseline · {label}": _pct(base.get(key)) for key, label in BASELINE_LABELS.items()})
         for name, text in cells.items():
             rows.setdefault(name, []).append(text)

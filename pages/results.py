@@ -14,6 +14,7 @@ from fedlab import charts, fairness
 from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
 from fedlab.explain import round_explanation
+from fedlab.records import PERSONALIZED_ROW, personalized_cell
 from fedlab.store import Run, RunStore, feature_label
 from pages.presentation import show_chart
 from pages.sources import data_label
@@ -78,8 +79,8 @@ def results_table(runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame]) -
             "best validation accuracy": _pct(best_val_accuracy(rounds.get(label, pd.DataFrame()))),
             "rounds trained": str(len(rounds.get(label, ()))), "test targets scored": _int(test.get("examples")),
         }
-        if tuned := test.get("personalized"):
-            cells["acc@1 after local fine-tuning"] = f"{_pct(tuned['accuracy'])} ({tuned['epochs']} epochs per client)"
+        if test.get("personalized"):
+            cells[PERSONALIZED_ROW] = personalized_cell(test)
         cells.update({f"baseline · {BASELINE_LABELS[k]}": _pct(base.get(k)) for k in BASELINE_LABELS})
         for row, text in cells.items():
             rows.setdefault(row, {})[label] = text

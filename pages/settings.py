@@ -168,7 +168,8 @@ def _advanced_settings(key: Callable[[str], str], columns: int) -> None:
     _number_input(next(cells), "Fine-tune epochs before test", min_value=0, max_value=50, step=1,
                   key=key("personalize_epochs"),
                   help="Personalisation: before the test, each client trains the final shared model for this many "
-                       "epochs on its own earlier check-ins (plain SGD, rate 0.1) and is scored with that. "
+                       f"epochs on its own earlier check-ins (plain SGD, rate {ExperimentConfig().personalize_lr:g}) and is "
+                       "scored with that. "
                        "Reported beside the shared model's accuracy. 0 = off.")
 
 

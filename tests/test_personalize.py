@@ -14,21 +14,21 @@ STEPS, CLASSES = 4, 3
 
 
 def _split(per_client: list[tuple[int, int]]) -> SplitArrays:
-    """Sequences whose inputs and targets are all one class, `count` of them per client: (class, count)."""
+    """`count` sequences per client, (class, count): every input is class 1, every target the client's class.
+
+    Both clients see the same inputs, so only a model fitted to one client can tell them apart.
+    """
     targets = np.concatenate([np.full((count, STEPS), label, np.int32) for label, count in per_client])
     sizes = [count for _, count in per_client]
-    return SplitArrays(inputs={"cat_id": targets.copy()}, targets=targets,
+    return SplitArrays(inputs={"cat_id": np.ones_like(targets)}, targets=targets,
                        offsets=np.concatenate([[0], np.cumsum(sizes)]))
 
 
-def _two_clients_with_opposite_habits():
-    """Client a only ever visits class 0, client b only class 2; their test parts keep the habit."""
-    return SimpleNamespace(client_ids=("a", "b"), train=_split([(0, 12), (2, 12)]), val=_split([(0, 4), (2, 4)]),
-                           test=_split([(0, 2), (2, 2)]),
-                           split=lambda name: {"train": data.train, "val": data.val}[name])
-
-
-data = _two_clients_with_opposite_habits()
+@pytest.fixture(scope="module")
+def data():
+    """Client a always goes on to class 0, client b to class 2, in training, validation and test alike."""
+    parts = {"train": _split([(0, 12), (2, 12)]), "val": _split([(0, 4), (2, 4)]), "test": _split([(0, 2), (2, 2)])}
+    return SimpleNamespace(client_ids=("a", "b"), split=parts.__getitem__, **parts)
 
 
 def _shared_model():
@@ -43,10 +43,12 @@ def _shared_model():
     return build_model(spec)
 
 
-def test_each_client_moves_towards_its_own_history():
+def test_each_client_moves_towards_its_own_history(data):
     from fedlab.personalize import personalized_probs
 
     model = _shared_model()
+    shared = model.predict_on_batch({"cat_id": data.test.inputs["cat_id"]}).argmax(-1)
+    assert len(set(shared.ravel())) == 1  # the shared model answers both clients alike
     probs, targets = personalized_probs(model, data, features=("cat_id",), epochs=10, learning_rate=0.5,
                                         batch_size=4, seed=0)
     assert set(probs) == {"a", "b"}
@@ -54,7 +56,7 @@ def test_each_client_moves_towards_its_own_history():
     np.testing.assert_array_equal(targets["b"], data.test.client(1)[1])
 
 
-def test_fine_tuning_leaves_the_shared_model_as_it_was():
+def test_fine_tuning_leaves_the_shared_model_as_it_was(data):
     from fedlab.personalize import personalized_probs
 
     model = _shared_model()
