@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedlab.config import ALL_FEATURES, GROUPINGS, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
+from fedlab.config import GROUPINGS, KNOWN_FEATURES, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
 from fedlab.errors import FedlabError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _top_users(text: str) -> int | None:
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     d = ExperimentConfig()
     p.add_argument("--preset", choices=sorted(PRESETS), default="central", help="feature preset")
-    p.add_argument("--features", help=f"comma-separated feature list (overrides --preset); known: {','.join(ALL_FEATURES)}")
+    p.add_argument("--features", help=f"comma-separated feature list (overrides --preset); known: {','.join(KNOWN_FEATURES)}")
     p.add_argument("--mode", choices=MODES, default=d.mode)
     p.add_argument("--rounds", type=int, default=d.rounds, help="maximum rounds (epochs when centralized)")
     p.add_argument("--patience", type=int, default=d.patience, help="stop after this many rounds without a better validation loss")

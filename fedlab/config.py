@@ -19,12 +19,16 @@ ALL_FEATURES = (
 )
 # Integer ids; small vocabularies are one-hot, large ones embedded.
 CATEGORICAL_FEATURES = ("cat_id", "user_id", "venue_id", "orig_cat_id")
+# Per-step vectors derived from the user's own earlier check-ins (counted on the client); not the study's.
+HABIT_FEATURES = ("user_habits",)
+KNOWN_FEATURES = (*ALL_FEATURES, *HABIT_FEATURES)
 EMBEDDED_FEATURES = ("user_id", "venue_id", "orig_cat_id")
-NUMERIC_FEATURES = tuple(f for f in ALL_FEATURES if f not in CATEGORICAL_FEATURES)
+NUMERIC_FEATURES = tuple(f for f in ALL_FEATURES if f not in CATEGORICAL_FEATURES)  # one number per step
 
 PRESETS = {
     "central": ("cat_id", *CYCLIC_TIME_FEATURES),
     "biggest": ALL_FEATURES,
+    "habits": (*ALL_FEATURES, "user_habits"),
 }
 GROUPINGS = ("uber", "root", "fine")
 MODES = ("federated", "centralized")
@@ -94,9 +98,9 @@ class ExperimentConfig:
         object.__setattr__(self, "workers", tuple(self.workers))
         _check(isinstance(self.data, DataConfig), "data must be a DataConfig")
         _check(len(self.features) > 0, "choose at least one feature")
-        unknown = [f for f in self.features if f not in ALL_FEATURES]
+        unknown = [f for f in self.features if f not in KNOWN_FEATURES]
         _check(not unknown, f"unknown feature {', '.join(map(repr, unknown))}; "
-                            f"known features: {', '.join(ALL_FEATURES)}")
+                            f"known features: {', '.join(KNOWN_FEATURES)}")
         _check(len(set(self.features)) == len(self.features), "a feature is listed twice")
         _check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         for label, value in (("rounds", self.rounds), ("local epochs", self.epochs),

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from fedlab import metrics, pipeline
 from fedlab.baselines import compute_baselines
-from fedlab.config import DataConfig, ExperimentConfig
+from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.model import ModelSpec, build_model, loss_fn, metrics_fn
 from fedlab.records import RoundRecord, TestReport
@@ -34,14 +34,15 @@ class BuildCache:
         self._datasets: collections.OrderedDict = collections.OrderedDict()
         self._max_datasets = max_datasets
 
-    def data(self, config: DataConfig) -> pipeline.SequenceData:
+    def data(self, config: DataConfig, *, habits: bool = False) -> pipeline.SequenceData:
+        key = (config, habits)
         with self._lock:
-            if config in self._datasets:
-                self._datasets.move_to_end(config)
-                return self._datasets[config]
-        data = pipeline.load_and_prepare(config)
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key]
+        data = pipeline.load_and_prepare(config, habits=habits)
         with self._lock:
-            self._datasets[config] = data
+            self._datasets[key] = data
             while len(self._datasets) > self._max_datasets:
                 self._datasets.popitem(last=False)
         return data
@@ -72,7 +73,7 @@ class Experiment:
     def prepare(self) -> None:
         started = time.perf_counter()
         if self.data is None:
-            self.data = self._cache.data(self.config.data)
+            self.data = self._cache.data(self.config.data, habits=any(f in HABIT_FEATURES for f in self.config.features))
         self.timing["preprocess_seconds"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         self._check_fits_data()
@@ -92,6 +93,9 @@ class Experiment:
         sizes = self.data.train.client_sizes()
         if sizes.max(initial=0) == 0:
             raise ConfigError(f"no client has a training sequence of N={self.config.data.n}; choose a smaller N")
+        missing = [f for f in self.config.features if f not in self.data.train.inputs]
+        if missing:
+            raise ConfigError(f"the prepared data has no {', '.join(missing)}; prepare it with habits=True")
 
     def _fresh_model(self, *, seeded: bool = False) -> tf.keras.Model:
         # Built on demand: tracing TFF processes invalidates Keras models made before it.

@@ -35,3 +35,32 @@ def dense_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense 0..V-1 codes in sorted order of the distinct values, and those values."""
     codes, uniques = pd.factorize(np.asarray(values), sort=True)
     return codes.astype(np.int32), np.asarray(uniques)
+
+
+def user_habits(cat_ids: np.ndarray, client_codes: np.ndarray, before_test: np.ndarray,
+                num_classes: int) -> np.ndarray:
+    """Per check-in: the shares of next categories after its category in the user's own earlier transitions,
+    and log(1 + how many there were), as (rows, num_classes + 1) float32.
+
+    Rows must be sorted by (client, time). Only transitions inside the part before the test count, each
+    from the moment it has happened; a test check-in sees the whole part before the test (what the per-user
+    Markov baseline is fitted on), never another test transition. Each client can count this alone.
+    """
+    rows = len(cat_ids)
+    following = np.append(cat_ids[1:], 0)
+    counted = np.append((client_codes[1:] == client_codes[:-1]) & before_test[1:], False) & before_test
+    steps = np.zeros((rows, num_classes), np.float32)
+    steps[np.flatnonzero(counted), following[counted]] = 1.0
+    # Group rows by (client, category) in time order; an exclusive running sum within a group counts the
+    # transitions from that category that happened before each row.
+    order = np.lexsort((np.arange(rows), cat_ids, client_codes))
+    grouped = steps[order]
+    running = np.cumsum(grouped, axis=0) - grouped
+    key = client_codes[order].astype(np.int64) * num_classes + cat_ids[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if rows else np.zeros(0, np.int64)
+    sizes = np.diff(np.append(starts, rows))
+    running -= np.repeat(running[starts], sizes, axis=0)
+    counts = np.empty_like(running)
+    counts[order] = running
+    total = counts.sum(axis=1, keepdims=True)
+    return np.concatenate([counts / np.maximum(total, 1.0), np.log1p(total)], axis=1).astype(np.float32)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from fedlab.config import CATEGORICAL_FEATURES, EMBEDDED_FEATURES, ExperimentConfig
+from fedlab.config import CATEGORICAL_FEATURES, EMBEDDED_FEATURES, HABIT_FEATURES, NUMERIC_FEATURES, ExperimentConfig
 
 layers = tf.keras.layers
+HABIT_GAIN = 3.0  # logits added for a category the user always went to next
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ModelSpec:
 
     @classmethod
     def from_data(cls, config: ExperimentConfig, data) -> "ModelSpec":
-        numeric = [f for f in config.features if f not in CATEGORICAL_FEATURES]
+        numeric = [f for f in config.features if f in NUMERIC_FEATURES]
         return cls(features=config.features, steps=config.data.n - 1, num_classes=len(data.class_names),
                    vocab_sizes=tuple((f, data.vocab_sizes[f]) for f in config.features if f in CATEGORICAL_FEATURES),
                    numeric_stats=tuple((f, *data.numeric_stats[f]) for f in numeric),
@@ -39,14 +40,17 @@ class ModelSpec:
 
 def input_signature(spec: ModelSpec) -> dict[str, tf.TensorSpec]:
     vocab = dict(spec.vocab_sizes)
-    return {f: tf.TensorSpec((None, spec.steps), tf.int32 if f in vocab else tf.float32, name=f)
+    # A habit input is a vector per step: the next-category shares and a log count.
+    return {f: tf.TensorSpec((None, spec.steps, spec.num_classes + 1), tf.float32, name=f) if f in HABIT_FEATURES
+            else tf.TensorSpec((None, spec.steps), tf.int32 if f in vocab else tf.float32, name=f)
             for f in spec.features}
 
 
 def build_model(spec: ModelSpec) -> tf.keras.Model:
-    """Inputs per feature -> one-hot / embedding / standardised numbers -> GRU -> logits per step."""
+    """Inputs per feature -> one-hot / embedding / standardised numbers -> GRU -> logits per step
+    (plus, with user habits, a direct path from the habit shares to the logits)."""
     vocab = dict(spec.vocab_sizes)
-    inputs = {f: layers.Input(shape=(spec.steps,), dtype=s.dtype, name=f) for f, s in input_signature(spec).items()}
+    inputs = {f: layers.Input(shape=s.shape[1:], dtype=s.dtype, name=f) for f, s in input_signature(spec).items()}
     parts = []
     for feature in spec.features:
         if feature in EMBEDDED_FEATURES:
@@ -55,6 +59,8 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
             # One-hot per time step: a frozen identity embedding (CategoryEncoding stops at rank 2).
             parts.append(layers.Embedding(vocab[feature], vocab[feature], embeddings_initializer="identity",
                                           trainable=False, name=f"{feature}_one_hot")(inputs[feature]))
+        elif feature in HABIT_FEATURES:
+            parts.append(inputs[feature])  # already shares in [0, 1] and a small log count
     if spec.numeric_stats:
         # One (steps, 1) column per numeric feature, joined on the last axis.
         columns = [layers.Reshape((spec.steps, 1), name=f"{f}_column")(inputs[f]) for f in spec.numeric_features]
@@ -65,6 +71,14 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
     merged = parts[0] if len(parts) == 1 else layers.Concatenate(name="per_step_features")(parts)
     hidden = layers.GRU(spec.gru_units, dropout=spec.dropout, return_sequences=True, name="gru")(merged)
     logits = layers.Dense(spec.num_classes, name="next_category")(hidden)
+    for feature in spec.features:
+        if feature in HABIT_FEATURES:
+            # A direct path from the user's own next-category shares to the logits, starting as their Markov
+            # chain (share -> logit of that category), so federated rounds refine it instead of finding it.
+            # The (classes + 1, classes) identity is the diagonal plus a zero row for the log count.
+            prior = layers.Dense(spec.num_classes, kernel_initializer=tf.keras.initializers.Identity(gain=HABIT_GAIN),
+                                 name=f"{feature}_prior")(inputs[feature])
+            logits = layers.Add(name=f"{feature}_logits")([logits, prior])
     return tf.keras.Model(inputs=inputs, outputs=logits, name="next_category_gru")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fedlab import categories, features, sequences
-from fedlab.config import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DataConfig
+from fedlab.config import CATEGORICAL_FEATURES, HABIT_FEATURES, NUMERIC_FEATURES, DataConfig
 from fedlab.errors import DataError
 
 
@@ -58,8 +58,9 @@ def select_clients(users: pd.Series, top_users: int | None) -> np.ndarray:
     return chosen if top_users is None else chosen[:top_users]
 
 
-def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0) -> SequenceData:
-    """Turn a canonical check-in frame (see fedlab.loader) into client sequences."""
+def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, habits: bool = False) -> SequenceData:
+    """Turn a canonical check-in frame (see fedlab.loader) into client sequences; with `habits`, the inputs
+    also hold `user_habits` (see fedlab.features.user_habits), which costs (categories + 1) numbers per step."""
     started = time.perf_counter()
     if frame.empty:
         raise DataError("the file holds no check-ins")
@@ -75,6 +76,8 @@ def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0) -
     cat_ids, class_names = features.dense_ids(groups)
     columns = _feature_columns(rows, cat_ids, client_codes)
     split = sequences.chronological_split(client_codes)
+    if habits:
+        columns["user_habits"] = features.user_habits(cat_ids, client_codes, split != sequences.TEST, len(class_names))
     numeric_stats = _numeric_stats(columns, split == sequences.TRAIN)
 
     n_clients = len(chosen)
@@ -143,7 +146,7 @@ def _numeric_stats(columns: dict[str, np.ndarray], train_rows: np.ndarray) -> di
 def _split_arrays(columns, cat_ids, windows, client_codes, n_clients) -> SplitArrays:
     inputs_rows = windows[:, :-1]
     inputs = {name: columns[name][inputs_rows].astype(np.int32 if name in CATEGORICAL_FEATURES else np.float32)
-              for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)}
+              for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *HABIT_FEATURES) if name in columns}
     owners = client_codes[windows[:, 0]] if len(windows) else np.zeros(0, np.int32)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=n_clients))])
     return SplitArrays(inputs=inputs, targets=cat_ids[windows[:, 1:]].astype(np.int32), offsets=offsets)
@@ -173,12 +176,12 @@ def load_frame(config: DataConfig) -> tuple[pd.DataFrame, int]:
     return loaded.frame, sum(loaded.skipped.values())
 
 
-def load_and_prepare(config: DataConfig) -> SequenceData:
+def load_and_prepare(config: DataConfig, *, habits: bool = False) -> SequenceData:
     """Load and prepare data for training (CLI and engine): unlike `prepare` alone, it also needs validation
     sequences, since training keeps the round with the lowest validation loss (and Keras refuses empty data)."""
     started = time.perf_counter()
     frame, skipped = load_frame(config)
-    data = prepare(frame, config, skipped_rows=skipped)
+    data = prepare(frame, config, skipped_rows=skipped, habits=habits)
     if len(data.val) == 0:
         raise DataError(f"no client has enough check-ins for a validation sequence of N={config.n} (validation is "
                         "16% of each client's check-ins, just before its test part); choose a smaller N or more users")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 import streamlit as st
 
-from fedlab.config import ALL_FEATURES, GROUPINGS, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
+from fedlab.config import GROUPINGS, KNOWN_FEATURES, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.privacy import PrivacyBudget
 from pages.state import (DataSource, data_source, job_manager, session_id, set_default, show_error,
@@ -23,6 +23,7 @@ FEATURE_NAMES = {
     "month_sin": "month (sin)", "month_cos": "month (cos)",
     "week_day_sin": "weekday (sin)", "week_day_cos": "weekday (cos)",
     "venue_id": "which venue", "orig_cat_id": "fine Foursquare category",
+    "user_habits": "where this user went next after this category before (counted on their own device)",
 }
 GROUPING_NAMES = {"uber": "27 groups of the study", "root": "10 Foursquare top-level categories",
                   "fine": "every Foursquare category"}
@@ -68,15 +69,18 @@ def settings_form(prefix: str, *, preset: str = "central", columns: int = 4) -> 
     # The preset is the widget's own default, not only a session-state value: a multiselect whose default
     # is [] can show and send back [] when the browser draws it before the value arrives.
     first = key("features") not in st.session_state
-    st.multiselect("Input features", list(ALL_FEATURES), default=list(PRESETS[preset]) if first else None,
+    st.multiselect("Input features", list(KNOWN_FEATURES), default=list(PRESETS[preset]) if first else None,
                    key=key("features"),
                    help="What the GRU sees about each past check-in; it always predicts the category of the "
-                        "next one. " + "; ".join(f"**{f}**: {FEATURE_NAMES[f]}" for f in ALL_FEATURES) + ".")
+                        "next one. " + "; ".join(f"**{f}**: {FEATURE_NAMES[f]}" for f in KNOWN_FEATURES) + ".")
     with st.container(horizontal=True):
         st.button("Central preset", key=key("btn_central"), on_click=_set_preset, args=(prefix, "central"),
                   help="Category plus the 8 cyclic time features (the study's central model).")
         st.button("Biggest preset", key=key("btn_biggest"), on_click=_set_preset, args=(prefix, "biggest"),
-                  help="Every feature, including user, venue and position.")
+                  help="Every feature of the study, including user, venue and position.")
+        st.button("Habits preset", key=key("btn_habits"), on_click=_set_preset, args=(prefix, "habits"),
+                  help="Biggest plus each user's own habits: the shares of categories they went to next after "
+                       "this one, counted from their earlier check-ins on their own device.")
     cells = _grid(columns, 8)
     _number_input(next(cells), "Sequence length N (check-ins)", min_value=2, max_value=500, step=1, key=key("n"),
                   help="Check-ins per sequence: the GRU reads N-1 and predicts the next category "
@@ -248,8 +252,8 @@ def config_from_settings(values: Mapping, source: DataSource, skip: bool) -> Exp
                       n=values["n"], skip_bad_rows=skip, iid=bool(values["iid"]), seed=values["seed"])
     return ExperimentConfig(
         # Known features in the study's order; an unknown name is kept so the config refuses it by name.
-        data=data, features=tuple(f for f in ALL_FEATURES if f in chosen)
-        + tuple(f for f in values["features"] if f not in ALL_FEATURES), mode=values["mode"],
+        data=data, features=tuple(f for f in KNOWN_FEATURES if f in chosen)
+        + tuple(f for f in values["features"] if f not in KNOWN_FEATURES), mode=values["mode"],
         rounds=values["rounds"], patience=values["patience"], epochs=values["epochs"],
         batch_size=values["batch_size"], clients_per_round=values["clients_per_round"],
         client_optimizer=values["client_optimizer"], client_lr=values["client_lr"],

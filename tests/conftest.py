@@ -29,11 +29,11 @@ def real_sample_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(small_city):
-    """Three clients of the small city, sequences of N=9: enough for a federated round in a second."""
+    """Three clients of the small city, sequences of N=9 (with user habits): enough for a federated round in a second."""
     from fedlab.config import DataConfig
     from fedlab.pipeline import prepare
 
-    return prepare(small_city, DataConfig(top_users=3, n=9))
+    return prepare(small_city, DataConfig(top_users=3, n=9), habits=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from fedlab.errors import ConfigError
 def test_presets_match_the_study():
     assert PRESETS["central"][0] == "cat_id" and len(PRESETS["central"]) == 9
     assert len(PRESETS["biggest"]) == 15
+    assert PRESETS["habits"] == (*PRESETS["biggest"], "user_habits")  # the study's biggest plus user habits
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -55,10 +55,23 @@ def test_no_tff_worker_survives_a_run(federated_run):
     assert running_worker_pids() == []
 
 
-def test_biggest_preset_trains(tiny_data, build_cache):
-    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, features=PRESETS["biggest"], **{**TINY, "rounds": 1}),
+def test_habits_preset_trains_federated(tiny_data, build_cache):
+    # Every feature of the study plus the per-step habit vectors, through TFF.
+    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, features=PRESETS["habits"], **{**TINY, "rounds": 1}),
                               tiny_data, build_cache)
-    assert len(records) == 1 and report.examples > 0
+    assert len(records) == 1 and report.examples == tiny_data.test.targets.size
+
+
+def test_habits_need_data_prepared_with_them(small_city, build_cache):
+    from fedlab.config import DataConfig
+    from fedlab.errors import ConfigError
+    from fedlab.pipeline import prepare
+
+    data = prepare(small_city, DataConfig(top_users=3, n=9))
+    experiment = Experiment(ExperimentConfig(data=data.config, features=PRESETS["habits"], **TINY), data=data,
+                            cache=build_cache)
+    with pytest.raises(ConfigError, match="user_habits"):
+        experiment.prepare()
 
 
 def test_centralized_twin_yields_one_record_per_epoch(tiny_data, build_cache):

@@ -133,6 +133,8 @@ def test_preset_buttons_set_the_features(db):
     at = app("train")
     at.button(key="train_btn_biggest").click().run()
     assert at.multiselect(key="train_features").value == list(ALL_FEATURES)
+    at.button(key="train_btn_habits").click().run()
+    assert at.multiselect(key="train_features").value == [*ALL_FEATURES, "user_habits"]
     at.button(key="train_btn_central").click().run()
     assert at.multiselect(key="train_features").value == list(PRESETS["central"])
 
