@@ -28,7 +28,7 @@ NUMERIC_FEATURES = tuple(f for f in ALL_FEATURES if f not in CATEGORICAL_FEATURE
 PRESETS = {
     "central": ("cat_id", *CYCLIC_TIME_FEATURES),
     "biggest": ALL_FEATURES,
-    "habits": (*ALL_FEATURES, "user_habits"),
+    "habits": (*ALL_FEATURES, *HABIT_FEATURES),
 }
 GROUPINGS = ("uber", "root", "fine")
 MODES = ("federated", "centralized")
