@@ -112,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedlab.training import run_to_completion
 
     log_dir = named_log_dir(args.tensorboard_dir, config.name) if args.tensorboard_dir else None
-    result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready, tensorboard_log_dir=log_dir)
+    result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready,
+                               on_testing=_print_testing, tensorboard_log_dir=log_dir)
     _print_result(result)
     if log_dir is not None:
         print(f"TensorBoard log in {log_dir} (view: tensorboard --logdir {args.tensorboard_dir})")
@@ -131,6 +132,12 @@ def _print_round(record) -> None:
     print(f"round {record.round:3d}  train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}  "
           f"val loss {record.val_loss:.4f} acc {record.val_accuracy:.4f}  clients {record.clients:4d}  "
           f"{record.seconds:6.2f} s{best}", flush=True)
+
+
+def _print_testing(config: ExperimentConfig) -> None:
+    epochs = config.personalize_epochs
+    tuning = f", then fine-tuning it on each client for {epochs} epochs" if epochs else ""
+    print(f"testing the kept model{tuning}…", flush=True)
 
 
 def _print_result(result: dict) -> None:

@@ -206,6 +206,7 @@ class JobManager:
             self.store.finish(job.run_id, status="stopped" if stopped else "finished", test=None, baselines=None,
                               timing=dict(experiment.timing), model_path=None, extra=extra)
             return
+        self.store.set_status(job.run_id, "testing")
         test = experiment.test()
         baselines = experiment.baselines()
         model_path = self._save_model(job, experiment, extra)

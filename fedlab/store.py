@@ -33,8 +33,8 @@ DEFAULT_PATH = Path("runs") / "fedlab.db"
 APP_DB_PATH = Path(__file__).resolve().parent.parent / DEFAULT_PATH
 SCHEMA_VERSION = 1
 
-STATUSES = ("queued", "running", "finished", "stopped", "failed", "interrupted")
-ACTIVE_STATUSES = ("queued", "running")
+STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")
+ACTIVE_STATUSES = ("queued", "running", "testing")  # "testing": rounds done, the kept model is being tested
 TERMINAL_STATUSES = ("finished", "stopped", "failed", "interrupted")
 
 ROUND_COLUMNS = tuple(f.name for f in dataclasses.fields(RoundRecord))
@@ -74,6 +74,11 @@ class Run:
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    @property
+    def can_stop(self) -> bool:
+        """Queued or training; once testing, its rounds are done and it finishes by itself."""
+        return self.status in ("queued", "running")
+
 
 class RunStore:
     """Runs and rounds in one SQLite file; see the module docstring for the concurrency model."""
@@ -110,7 +115,7 @@ class RunStore:
                 # (Re)starting: this process owns it now, and an earlier finish no longer applies.
                 conn.execute("UPDATE runs SET status = ?, started_at = ?, finished_at = NULL, owner = ?,"
                              " error = ? WHERE id = ?", (status, _now(), _owner(), error, run_id))
-            elif status == "queued":
+            elif status in ("queued", "testing"):
                 conn.execute("UPDATE runs SET status = ?, error = ? WHERE id = ?", (status, error, run_id))
             else:
                 conn.execute("UPDATE runs SET status = ?, finished_at = ?, error = COALESCE(?, error)"
@@ -203,12 +208,13 @@ class RunStore:
     # ----- recovery -----
 
     def mark_interrupted(self) -> int:
-        """Flips runs left queued or running by a process that no longer exists to "interrupted".
+        """Flips runs left queued, running or testing by a process that no longer exists to "interrupted".
 
         Runs owned by a live process (this one, or a CLI run next door) are left alone.
         """
         with self._write() as conn:
-            rows = conn.execute("SELECT id, owner FROM runs WHERE status IN ('queued', 'running')").fetchall()
+            rows = conn.execute(f"SELECT id, owner FROM runs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})",
+                                ACTIVE_STATUSES).fetchall()
             dead = [row["id"] for row in rows if not _owner_alive(row["owner"])]
             now = _now()
             conn.executemany("UPDATE runs SET status = 'interrupted', finished_at = ?,"

@@ -11,7 +11,8 @@ from fedlab.tblog import BestEffortLog
 
 
 def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundRecord], None] | None = None,
-                      on_ready: Callable[[dict], None] | None = None, cache: BuildCache | None = None,
+                      on_ready: Callable[[dict], None] | None = None,
+                      on_testing: Callable[[ExperimentConfig], None] | None = None, cache: BuildCache | None = None,
                       tensorboard_log_dir: str | os.PathLike | None = None) -> dict:
     """Train, test the kept model and score the baselines; returns the run as a JSON-able dict.
 
@@ -31,6 +32,8 @@ def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundReco
                 board.write(record)
             if on_round:
                 on_round(record)
+        if on_testing:
+            on_testing(config)
         test = experiment.test().to_dict()
         return {"config": config.to_dict(), "rounds": rounds, "test": test, "baselines": experiment.baselines(),
                 "timing": dict(experiment.timing), "data": experiment.summary()}

@@ -51,7 +51,7 @@ def _compare_view(runs: list[Run]) -> None:
                         unsafe_allow_html=True)
             st.caption(settings_summary(run.config))
             status_line(run, rounds[label])
-            if run.is_active:
+            if run.can_stop:
                 stop_button(run.id)
     most = max(run.config.rounds for run in runs)
     curves(rounds, max_rounds=most, colors=colors, reference=reference_rounds(store, {r.id for r in runs}),

@@ -20,7 +20,7 @@ from pages.presentation import show_chart
 from pages.sources import data_label
 from pages.state import POLL_SECONDS, job_manager, run_store, show_error
 
-STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:",
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:", "testing": ":material/fact_check:",
                 "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
                 "failed": ":material/error:", "interrupted": ":material/warning:"}
 FAIRNESS_COLUMNS = {
@@ -108,6 +108,15 @@ def progress_line(run: Run, rounds: pd.DataFrame) -> tuple[float, str]:
     return min(done / most, 1.0), f"Round {done} of at most {most} · about {_duration(left)} left"
 
 
+def testing_line(run: Run, rounds: pd.DataFrame) -> str:
+    """What a run does between its last round and its results."""
+    kept = f" (round {int(rounds.loc[rounds['val_loss'].idxmin(), 'round'])})" if rounds["val_loss"].notna().any() else ""
+    text = f"Rounds done. Testing the kept model{kept} on every test sequence"
+    if epochs := run.config.personalize_epochs:
+        text += f", then again after each client fine-tunes it for {epochs} epochs on its own earlier check-ins"
+    return text + "…"
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -159,7 +168,7 @@ def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool, expla
     st.subheader(run.name)
     st.caption(settings_summary(run.config))
     status_line(run, rounds)
-    if run.is_active:
+    if run.can_stop:
         stop_button(run.id)
     colors = charts.distinct_colors([run.name])
     draw = functools.partial(curves, {run.name: rounds}, max_rounds=run.config.rounds, colors=colors,
@@ -188,6 +197,8 @@ def status_line(run: Run, rounds: pd.DataFrame) -> None:
     elif run.status == "running":
         fraction, text = progress_line(run, rounds)
         st.progress(fraction, text=text)
+    elif run.status == "testing":
+        st.progress(1.0, text=testing_line(run, rounds))
     elif run.status == "finished":
         early = done < run.config.rounds
         st.success(f"Finished after {done} round(s)"

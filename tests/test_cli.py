@@ -78,6 +78,8 @@ def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_pa
     out = fedlab(*TINY_RUN, "--json-out", str(out_file), "--tensorboard-dir", str(tmp_path / "tb"), tag=tag)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("round ") >= 2  # a progress line per round
+    # What it does after the rounds, before the results: said before the (possibly long) test.
+    assert out.stdout.index("testing the kept model") < out.stdout.index("test  acc@1")
     result = json.loads(out_file.read_text())
     assert set(result) >= {"config", "rounds", "test", "baselines", "timing"}
     assert [r["round"] for r in result["rounds"]] == [1, 2]

@@ -52,6 +52,7 @@ class FakeExperiment:
         self.timing["train_seconds"] = 0.02
 
     def test(self) -> Report:
+        self.factory.on_test(self)
         return Report(accuracy=0.42, top5_accuracy=0.9, mrr=0.5, loss=1.2, examples=30)
 
     def baselines(self) -> dict[str, float]:
@@ -86,6 +87,7 @@ class FakeFactory:
         self.save_error: BaseException | None = None
         # Called before each round is computed: (experiment, round number).
         self.before_round: Callable[[FakeExperiment, int], None] = lambda experiment, number: None
+        self.on_test: Callable[[FakeExperiment], None] = lambda experiment: None
 
     def __call__(self, config: ExperimentConfig) -> FakeExperiment:
         experiment = FakeExperiment(config, self)
@@ -151,6 +153,21 @@ def test_run_rounds_reach_store_in_order_and_it_finishes_with_test_and_baselines
     assert run.extra == {"clients": 3, "sequences": 30}
     assert run.session_id == "s1"
     assert factory.made[0].closed
+
+
+def test_run_shows_testing_after_its_last_round_while_the_kept_model_is_tested(
+        manager: JobManager, store: RunStore, factory: FakeFactory):
+    seen: list[tuple[str, int]] = []
+
+    def record_status(experiment: FakeExperiment) -> None:
+        (run,) = store.list_runs()
+        seen.append((run.status, len(store.rounds(run.id))))
+
+    factory.on_test = record_status
+    run_id = manager.submit(config(rounds=3))
+    assert manager.wait_idle(WAIT)
+    assert seen == [("testing", 3)]
+    assert store.get_run(run_id).status == "finished"
 
 
 def test_finished_run_saves_its_model_under_model_dir(manager: JobManager, store: RunStore, tmp_path: Path):

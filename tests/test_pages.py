@@ -204,6 +204,23 @@ def test_a_running_run_shows_progress_and_can_be_stopped(db, monkeypatch):
     assert any("Stopped after" in w.value for w in at.warning)
 
 
+def test_a_run_being_tested_says_so_and_offers_no_stop(db):
+    store = RunStore(db)
+    fake = fakes.FakeExperiment(ExperimentConfig(rounds=3, gru_units=8, personalize_epochs=5))
+    run_id = store.create_run(fake.config, name="almost done")
+    store.set_status(run_id, "running")
+    for record in fake.rounds():
+        store.add_round(run_id, record)
+    store.set_status(run_id, "testing")
+    at = app("train", run=run_id)
+    assert_clean(at)
+    (bar,) = at.get("progress")
+    kept = int(store.rounds(run_id).sort_values("val_loss")["round"].iloc[0])
+    assert f"Testing the kept model (round {kept})" in bar.proto.text
+    assert "fine-tunes it for 5 epochs" in bar.proto.text
+    assert not [b for b in at.button if b.key == f"stop_{run_id}"]
+
+
 def test_a_reloaded_tab_shows_the_run_from_the_url(db):
     run_id = store_run(db, "kept from before")
     at = app("train", run=run_id)

@@ -173,6 +173,16 @@ def test_status_changes_set_start_and_finish_times(store: RunStore):
     assert failed.error == "bad data"
 
 
+def test_testing_run_is_active_keeps_its_start_and_cannot_be_stopped(store: RunStore):
+    run_id = store.create_run(make_config())
+    store.set_status(run_id, "running")
+    started = store.get_run(run_id).started_at
+    store.set_status(run_id, "testing")
+    testing = store.get_run(run_id)
+    assert testing.is_active and not testing.can_stop
+    assert testing.started_at == started and testing.finished_at is None
+
+
 def test_unknown_status_is_refused(store: RunStore):
     with pytest.raises(ValueError, match="status"):
         store.set_status(store.create_run(make_config()), "paused")
@@ -270,17 +280,19 @@ def test_mark_interrupted_leaves_runs_of_this_live_process(store: RunStore):
     assert store.get_run(run_id).status == "running"
 
 
-def test_mark_interrupted_flips_queued_and_running_runs_of_a_gone_process(store: RunStore):
-    running, queued, finished = (store.create_run(make_config()) for _ in range(3))
+def test_mark_interrupted_flips_queued_running_and_testing_runs_of_a_gone_process(store: RunStore):
+    running, queued, finished, testing = (store.create_run(make_config()) for _ in range(4))
     store.set_status(running, "running")
+    store.set_status(testing, "testing")
     store.set_status(finished, "finished")
     # Same pid, another process token: what a restarted container's earlier process looks like.
     gone = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "earlier process"})
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE runs SET owner = ?", (gone,))
-    assert store.mark_interrupted() == 2
+    assert store.mark_interrupted() == 3
     assert store.get_run(running).status == "interrupted"
     assert store.get_run(queued).status == "interrupted"
+    assert store.get_run(testing).status == "interrupted"
     assert store.get_run(finished).status == "finished"
     assert store.get_run(running).finished_at is not None
 
