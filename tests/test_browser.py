@@ -1,7 +1,8 @@
 """One end-to-end test in a real browser: the dashboard trains a tiny real TFF run on the synthetic city.
 
 Starts `streamlit run app.py` on a free port, drives Debian's chromium through Playwright (never a
-downloaded browser), and saves a screenshot of every page under screenshots/ (git-ignored).
+downloaded browser). With FEDLAB_SCREENSHOTS=1 it also saves a screenshot of every page under
+screenshots/ (git-ignored); they cost about half a minute, so plain test runs skip them.
 Skipped when /usr/bin/chromium is missing, unless FEDLAB_REQUIRE_BROWSER=1 (then it fails).
 """
 from __future__ import annotations
@@ -109,6 +110,8 @@ def _set_number(page, label: str, value: int) -> None:
 
 def _shoot(page, name: str) -> None:
     """Screenshot of the whole page: the window is made as tall as the main pane's content."""
+    if os.environ.get("FEDLAB_SCREENSHOTS") != "1":
+        return
     SCREENSHOTS.mkdir(exist_ok=True)
     page.wait_for_timeout(2000)  # let the last rerun finish drawing
     for _ in range(2):  # charts redraw at the new size, which can change the height once more
