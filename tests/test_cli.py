@@ -118,7 +118,7 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status):
         rest, _ = proc.communicate(timeout=60)  # returns only once every pipe holder is gone
     finally:
         proc.kill()
-    assert proc.returncode == status
+    assert proc.returncode == status, rest[-3000:]
     deadline = time.monotonic() + 10
     while tagged_workers(tag) and time.monotonic() < deadline:
         time.sleep(0.2)
