@@ -34,7 +34,8 @@ APP_DB_PATH = Path(__file__).resolve().parent.parent / DEFAULT_PATH
 SCHEMA_VERSION = 1
 
 STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")
-ACTIVE_STATUSES = ("queued", "running", "testing")  # "testing": rounds done, the kept model is being tested
+STOPPABLE_STATUSES = ("queued", "running")
+ACTIVE_STATUSES = (*STOPPABLE_STATUSES, "testing")  # "testing": rounds done, the kept model is being tested
 TERMINAL_STATUSES = ("finished", "stopped", "failed", "interrupted")
 
 ROUND_COLUMNS = tuple(f.name for f in dataclasses.fields(RoundRecord))
@@ -77,7 +78,7 @@ class Run:
     @property
     def can_stop(self) -> bool:
         """Queued or training; once testing, its rounds are done and it finishes by itself."""
-        return self.status in ("queued", "running")
+        return self.status in STOPPABLE_STATUSES
 
 
 class RunStore:

@@ -110,7 +110,8 @@ def progress_line(run: Run, rounds: pd.DataFrame) -> tuple[float, str]:
 
 def testing_line(run: Run, rounds: pd.DataFrame) -> str:
     """What a run does between its last round and its results."""
-    kept = f" (round {int(rounds.loc[rounds['val_loss'].idxmin(), 'round'])})" if rounds["val_loss"].notna().any() else ""
+    best = rounds.loc[rounds["is_best"].astype(bool), "round"]  # the engine marks each new lowest validation loss
+    kept = f" (round {int(best.iloc[-1])})" if len(best) else ""
     text = f"Rounds done. Testing the kept model{kept} on every test sequence"
     if epochs := run.config.personalize_epochs:
         text += f", then again after each client fine-tunes it for {epochs} epochs on its own earlier check-ins"
