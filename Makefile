@@ -1,4 +1,4 @@
-# `make run` starts the dashboard, `make test` runs the tests; both set up .venv first if needed.
+# `make run` starts the dashboard, `make test` runs lint and the tests; both set up .venv first if needed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,23 +6,28 @@ STAMP := $(VENV)/.installed
 TFF := tensorflow-federated==0.87.0
 PORT ?= 8501
 
-.PHONY: run test bench demo-runs browser jemalloc clean
+.PHONY: run test lint bench demo-runs browser jemalloc shim clean
 
-run: $(STAMP) jemalloc
+run: $(STAMP) jemalloc shim
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: $(STAMP) browser jemalloc
-	$(BIN)/python -m pytest -q --timeout 900
+# pytest's settings (test paths, timeout, markers) and ruff's are in pyproject.toml.
+test: lint browser jemalloc shim
+	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) jemalloc
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP) jemalloc shim
 	$(BIN)/python -m fedlab bench
 
 # Trains the dashboard's two demo runs into its store (runs/fedlab.db, or FEDLAB_DB) unless already there.
-demo-runs: $(STAMP)
+demo-runs: $(STAMP) shim
 	$(BIN)/python -m fedlab demo
 
-# Reinstalls only when requirements.txt is newer than the last install.
-$(STAMP): requirements.txt
+# Reinstalls only when requirements.txt or pyproject.toml is newer than the last install.
+$(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \
 	  echo "fedlab needs Python 3.11, and '$(PYTHON)' was not found."; \
 	  echo "Install Python 3.11 (for example 'pyenv install 3.11'), or run: make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)"; \
@@ -33,6 +38,7 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps $(TFF)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The browser test needs Debian's chromium; install it when we may (root with apt), else that test skips.
@@ -51,6 +57,20 @@ jemalloc:
 	      || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null)) \
 	      || echo "could not install libjemalloc2; TFF's worker uses the system allocator (slower)"; \
 	  else echo "libjemalloc2 not found; TFF's worker uses the system allocator (apt-get install libjemalloc2 is faster)"; fi; }
+
+# Keeps TFF's worker on loopback and ties it to its parent (fedlab/native/worker_shim.c, docs/security.md).
+# Without it a local federated run refuses to start (unless FEDLAB_ALLOW_OPEN_WORKER=1).
+SHIM := fedlab/native/libfedlab_worker.so
+shim: $(SHIM)
+
+$(SHIM): fedlab/native/worker_shim.c
+	@command -v $(CC) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null 2>&1 \
+	      || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null)) \
+	      || echo "could not install gcc"; fi; }
+	@if command -v $(CC) >/dev/null 2>&1; then $(CC) -shared -fPIC -O2 -Wall -o $@ $< -ldl; \
+	  else echo "no C compiler ($(CC)) to build $@: federated runs will refuse to start (apt-get install gcc, then make shim)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,11 +5,13 @@ import os
 
 import streamlit as st
 
-from pages import presentation, settings, sources, state
+from fedlab.dashboard import comparison, presentation, settings, sources, state
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # training imports TensorFlow later; keep its log short
 
-st.set_page_config(page_title="fedlab · federated next-place prediction", page_icon=":material/hub:", layout="wide")
+# A local file, sent inline: with a ":material/...:" page icon the browser fetched the icon from Google's servers.
+ICON = state.APP_ROOT / "assets" / "icon.svg"
+st.set_page_config(page_title="fedlab · federated next-place prediction", page_icon=str(ICON), layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -19,9 +21,7 @@ PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ]
 # Settings typed on one page survive a visit to another page (and a spell in presentation mode).
-KEPT_WIDGETS = [*settings.setting_keys("train"), *settings.setting_keys("cmp_a"), *settings.setting_keys("cmp_b"),
-                "train_workers", "data_grouping", "data_top_users", "data_n", "cmp_mode", "cmp_hist_a", "cmp_hist_b",
-                presentation.KEY]
+KEPT_WIDGETS = [*settings.kept_keys(), *sources.kept_keys(), *comparison.kept_keys(), *presentation.kept_keys()]
 
 state.init_session()
 state.start_demo_runs()  # once per process, into an empty run store only

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
@@ -35,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--runs", type=int, default=1, help="with --end-to-end: repeat the experiment in one process")
     p.add_argument("--rounds", type=int, default=10,
                    help="with --end-to-end: rounds per model (10 as the study; fewer to check memory over many runs)")
+    p.add_argument("--first-round", action="store_true",
+                   help="seconds from Run (experiment made) to the first finished round, for the Train page's "
+                        "default settings: cold (nothing built) and after the dashboard's pre-build; --repeats of each")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_bench)
 
@@ -43,6 +47,8 @@ def run_bench(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.end_to_end:
         result = end_to_end(data=args.data, runs=args.runs, rounds=args.rounds)
+    elif args.first_round:
+        result = time_to_first_round(ExperimentConfig(data=DataConfig(data=args.data)), repeats=args.repeats)
     else:
         config = ExperimentConfig(
             data=DataConfig(data=args.data, top_users=args.clients, n=args.n), features=PRESETS[args.preset],
@@ -60,64 +66,31 @@ def _format(result: dict) -> str:
 
 
 def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=None) -> dict:
-    """Median seconds of one FedAvg round (`learning.next`) and of Keras training over the same batches;
-    their ratio. The round's validation (federated evaluation on every client) is timed apart."""
-    from fedlab.engine import Experiment
+    """Median seconds of one FedAvg round's training (`learning.next` over every client) and of Keras training
+    over the same batches; their ratio. The round's validation (federated evaluation on every client) is timed
+    apart, as is the TFF worker's CPU during training. The first, warm-up round is left out."""
+    from fedlab.engine import experiment_factory
 
-    experiment = Experiment(config, data=data, cache=cache)
+    # Every client every round (no sampling, no dropout) and no early stop, so each round is the same work.
+    config = config.replace(rounds=repeats + 1, patience=repeats + 1, clients_per_round=None, client_dropout=0.0)
+    experiment = experiment_factory(cache)(config, data=data)
     try:
         experiment.prepare()
-        fed_times, validation_times, worker_cpu = _fedavg_round_times(experiment, repeats=repeats)
+        for _ in experiment.rounds():
+            pass
         keras_times = _keras_same_work(experiment, repeats=repeats)
     finally:
         experiment.close()
+    timings = experiment.round_timings[1:]
+    fed_times = [t.train_seconds for t in timings]
     fed, keras = statistics.median(fed_times), statistics.median(keras_times)
     return {"fedavg_round_seconds": round(fed, 3), "keras_same_work_seconds": round(keras, 3),
-            "ratio": round(fed / keras, 2), "validation_seconds": round(statistics.median(validation_times), 3),
-            "worker_cpu_seconds_per_round": round(statistics.median(worker_cpu), 3),
-            "worker_allocator": _allocator_name(), "clients": len(experiment._train_clients),
+            "ratio": round(fed / keras, 2),
+            "validation_seconds": round(statistics.median(t.validation_seconds for t in timings), 3),
+            "worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in timings), 3),
+            "worker_allocator": _allocator_name(), "clients": len(experiment.train_clients),
             "batches_per_round": _batches_per_round(experiment), "repeats": repeats,
             "fedavg_round_all_seconds": [round(t, 3) for t in fed_times]}
-
-
-def _fedavg_round_times(experiment, *, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Seconds of `learning.next` over all training clients and of `evaluation.next` over the validation
-    clients, per round, and the TFF worker's CPU seconds per training round; the first, warm-up round left out."""
-    from fedlab.runtime import running_worker_pids
-
-    learning, evaluation = experiment._processes.learning, experiment._processes.evaluation
-    clients = experiment._train_clients
-    val_data = experiment._datasets("val", np.flatnonzero(experiment.data.val.client_sizes() > 0))
-    train, validation, cpu = [], [], []
-    with experiment._runtime.activate():
-        state = learning.set_model_weights(learning.initialize(), experiment._model_weights())
-        eval_state = evaluation.initialize()
-        workers = running_worker_pids()
-        for number in range(repeats + 1):
-            data = experiment.round_datasets(clients, number)
-            cpu_before, started = _cpu_seconds(workers), time.perf_counter()
-            state = learning.next(state, data).state
-            train.append(time.perf_counter() - started)
-            cpu.append(_cpu_seconds(workers) - cpu_before)
-            started = time.perf_counter()
-            eval_state = evaluation.set_model_weights(eval_state, learning.get_model_weights(state))
-            evaluation.next(eval_state, val_data)
-            validation.append(time.perf_counter() - started)
-    return train[1:], validation[1:], cpu[1:]
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes (0 for any that is gone)."""
-    ticks = sum(int(fields[11]) + int(fields[12]) for fields in map(_stat_fields, pids) if fields)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int | str) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (state first); [] when the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
 
 
 def _allocator_name() -> str:
@@ -176,16 +149,16 @@ def workers_scaling(config: ExperimentConfig, *, workers: str, repeats: int) -> 
     return {"local_runtime_round_seconds": round(base, 3), "workers_round_seconds": seconds,
             "relative_to_local_runtime": {k: round(v / base, 2) for k, v in seconds.items()},
             "max_relative_metric_difference": float(f"{worst:.3g}"), "metrics_match_local": worst <= 1e-5,
-            "clients": len(experiment._train_clients), "batches_per_round": _batches_per_round(experiment),
+            "clients": len(experiment.train_clients), "batches_per_round": _batches_per_round(experiment),
             "repeats": repeats, "dropout": 0.0, "cpu_cores": os.cpu_count(),
             "round_seconds_all": {k: [round(t, 3) for t in v] for k, v in all_seconds.items()}}
 
 
 def _timed_rounds(config: ExperimentConfig, cache) -> tuple[list[float], np.ndarray, object]:
     """Round seconds (the first, warm-up round left out) and every round's metrics, for one setup."""
-    from fedlab.engine import Experiment
+    from fedlab.engine import experiment_factory
 
-    experiment = Experiment(config, cache=cache)
+    experiment = experiment_factory(cache)(config)
     try:
         experiment.prepare()
         records = list(experiment.rounds())
@@ -205,17 +178,12 @@ def _keras_same_work(experiment, *, repeats: int) -> list[float]:
     """Plain Keras over each client's batches in turn (same model, same batch boundaries)."""
     import tensorflow as tf
 
-    from fedlab.federated import client_dataset
     from fedlab.model import loss_fn, metrics_fn
 
-    cfg = experiment.config
-    model = experiment._fresh_model()
-    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.client_lr), loss=loss_fn(), metrics=metrics_fn())
-    parts = []
-    for i in experiment._train_clients:
-        inputs, targets = experiment.data.train.client(int(i))
-        parts.append(client_dataset(inputs, targets, experiment.spec, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                                    shuffle_seed=int(i)))
+    model = experiment.initial_model()
+    model.compile(optimizer=tf.keras.optimizers.Adam(experiment.config.client_lr), loss=loss_fn(),
+                  metrics=metrics_fn())
+    parts = experiment.round_datasets(experiment.train_clients, 0)
     data = parts[0]
     for part in parts[1:]:
         data = data.concatenate(part)
@@ -235,7 +203,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -249,11 +217,14 @@ class PeakMemory:
 
 
 def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (a child that ends meanwhile counts 0)."""
+    root = psutil.Process(pid)
     total = 0
-    for entry in Path("/proc").iterdir():
-        fields = _stat_fields(entry.name) if entry.name.isdigit() else []
-        if fields and (int(entry.name) == pid or int(fields[1]) == pid):
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
     return total
 
 
@@ -265,7 +236,7 @@ def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
     cache = BuildCache()
     results = []
     with PeakMemory() as memory:
-        for run in range(runs):
+        for _ in range(runs):
             started = time.perf_counter()
             first_round = {}
             accuracy = {}
@@ -273,11 +244,52 @@ def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
                 config = ExperimentConfig(data=DataConfig(data=data, top_users=100, n=17), features=PRESETS[preset],
                                           epochs=4, batch_size=16, rounds=rounds, patience=rounds)
                 t0 = time.perf_counter()
-                out = run_to_completion(config, cache=cache,
-                                        on_round=lambda r, p=preset, t0=t0: first_round.setdefault(p, time.perf_counter() - t0))
+                def on_round(record, preset=preset, t0=t0, first_round=first_round):
+                    first_round.setdefault(preset, time.perf_counter() - t0)
+
+                out = run_to_completion(config, cache=cache, on_round=on_round)
                 accuracy[preset] = round(out["test"]["accuracy"], 4)
             results.append({"total_seconds": round(time.perf_counter() - started, 1),
                             "first_round_seconds": {k: round(v, 1) for k, v in first_round.items()},
                             "test_accuracy": accuracy, "rss_after_bytes": tree_rss_bytes(os.getpid())})
     return {"rounds": rounds, "runs": results, "peak_memory_bytes": memory.peak_bytes,
+            "rss_after_run_mb": [round(r["rss_after_bytes"] / 2**20) for r in results],
             "total_seconds_median": statistics.median(r["total_seconds"] for r in results)}
+
+
+def time_to_first_round(config: ExperimentConfig, *, repeats: int = 3) -> dict:
+    """Seconds from Run (the experiment made) to its first finished round, `repeats` times each: cold (a new
+    cache: data, model and TFF processes built in the run) and after `engine.prebuild` into the cache."""
+    from fedlab.engine import BuildCache, prebuild
+
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, not {repeats}")
+    cold, prebuilt, prebuild_seconds = [], [], []
+    for _ in range(repeats):
+        cold.append(_seconds_to_first_round(config, BuildCache()))
+        cache, started = BuildCache(), time.perf_counter()
+        prebuild(config, cache)
+        prebuild_seconds.append(time.perf_counter() - started)
+        prebuilt.append(_seconds_to_first_round(config, cache))
+    return {"cold_seconds": round(statistics.median(cold), 1),
+            "prebuilt_seconds": round(statistics.median(prebuilt), 1),
+            "prebuild_seconds": round(statistics.median(prebuild_seconds), 1),
+            "cold_all_seconds": [round(t, 1) for t in cold], "prebuilt_all_seconds": [round(t, 1) for t in prebuilt],
+            "clients": config.data.top_users, "gru_units": config.gru_units, "epochs": config.epochs,
+            "repeats": repeats, "cpu_cores": os.cpu_count()}
+
+
+def _seconds_to_first_round(config: ExperimentConfig, cache) -> float:
+    from fedlab.engine import experiment_factory
+
+    started = time.perf_counter()
+    experiment = experiment_factory(cache)(config)
+    try:
+        experiment.prepare()
+        rounds = experiment.rounds()
+        next(rounds)
+        seconds = time.perf_counter() - started
+        rounds.close()
+    finally:
+        experiment.close()
+    return seconds

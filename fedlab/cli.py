@@ -1,21 +1,28 @@
-"""`python -m fedlab ...`: data-stats, run, demo, bench, report, worker."""
+"""`python -m fedlab ...`: data-stats, run, runs, demo, bench, report, worker."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedlab.config import GROUPINGS, KNOWN_FEATURES, MODES, OPTIMIZERS, PRESETS, DataConfig, ExperimentConfig
+from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings
 from fedlab.errors import FedlabError
+from fedlab.settings_text import value_text
 
 if TYPE_CHECKING:
     from fedlab.store import RunStore
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
+
+
+_DB_HELP = "run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, the dashboard's store)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,68 +31,72 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="check-in file (raw TSMC2014 or CSV, optionally .gz/.zip); default: synthetic city")
-    p.add_argument("--grouping", choices=GROUPINGS, default="uber", help="category grouping (the target classes)")
-    p.add_argument("--top-users", type=_top_users, default=100, help="the K users with most check-ins, or 'all'")
-    p.add_argument("--n", type=int, default=17, help="check-ins per sequence (N-1 inputs, N-1 targets)")
-    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: N, no overlap)")
-    p.add_argument("--skip-bad-rows", action="store_true", help="skip unparseable rows instead of stopping")
-    p.add_argument("--iid", action="store_true", help="reshuffle sequences into IID clients of the same sizes")
-
-
-def _top_users(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', not {text!r}") from None
+    for name, setting, default in settings():
+        if is_data_setting(name):
+            _add_setting(p, name, setting, default)
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    d = ExperimentConfig()
-    p.add_argument("--preset", choices=sorted(PRESETS), default="central", help="feature preset")
-    p.add_argument("--features", help=f"comma-separated feature list (overrides --preset); known: {','.join(KNOWN_FEATURES)}")
-    p.add_argument("--mode", choices=MODES, default=d.mode)
-    p.add_argument("--rounds", type=int, default=d.rounds, help="maximum rounds (epochs when centralized)")
-    p.add_argument("--patience", type=int, default=d.patience, help="stop after this many rounds without a better validation loss")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="local epochs per round")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--clients-per-round", type=int, default=None, help="default: all clients")
-    p.add_argument("--client-optimizer", choices=OPTIMIZERS, default=d.client_optimizer)
-    p.add_argument("--client-lr", type=float, default=d.client_lr)
-    p.add_argument("--server-optimizer", choices=OPTIMIZERS, default=d.server_optimizer)
-    p.add_argument("--server-lr", type=float, default=d.server_lr)
-    p.add_argument("--gru-units", type=int, default=d.gru_units)
-    p.add_argument("--dropout", type=float, default=d.dropout, help="GRU input dropout")
-    p.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
-    p.add_argument("--client-dropout", type=float, default=0.0, help="probability a sampled client fails to report")
-    p.add_argument("--dp-clip", type=float, default=None, help="DP-FedAvg clipping norm (enables DP)")
-    p.add_argument("--dp-noise", type=float, default=0.0, help="DP-FedAvg noise multiplier")
-    p.add_argument("--workers", default="", help="host:port,host:port of TFF workers (default: local runtime)")
-    p.add_argument("--personalize-epochs", type=int, default=d.personalize_epochs,
-                   help="before the test, fine-tune on each client's own earlier data for this many epochs (0: off)")
-    p.add_argument("--personalize-lr", type=float, default=d.personalize_lr, help="SGD learning rate of that fine-tuning")
-    p.add_argument("--seed", type=int, default=0)
+    for name, setting, default in settings():
+        if not is_data_setting(name):
+            _add_setting(p, name, setting, default)
+
+
+def _add_setting(p: argparse.ArgumentParser, name: str, setting: Setting, default) -> None:
+    """One option made from a config field's metadata: flag, type, default, choices and help."""
+    flag = setting.flag or "--" + name.replace("_", "-")
+    text = setting.help.replace("%", "%%")  # argparse formats help with %
+    if setting.kind == "features":
+        p.add_argument("--preset", choices=sorted(PRESETS), default="central", help="feature preset (default: central)")
+        p.add_argument(flag, dest=name, default=None,
+                       help=f"comma-separated feature list (overrides --preset); known: {','.join(setting.choices)}")
+        return
+    if setting.kind == "bool":  # a switch: given means yes
+        p.add_argument(flag, dest=name, action="store_true", help=text)
+        return
+    kwargs = {"dest": name, "default": default, "help": f"{text} (default: {value_text(setting, default)})"}
+    if setting.kind == "choice":
+        kwargs["choices"] = setting.choices
+    elif setting.kind in ("int", "float"):
+        kwargs["type"] = _number(setting)
+    elif setting.kind == "list":
+        kwargs["type"] = _comma_list
+    p.add_argument(flag, **kwargs)
+
+
+def _number(setting: Setting):
+    """The option's type: a whole number or a number, or the setting's one-word 'none' (e.g. 'all')."""
+    convert, kind = (int, "a whole number") if setting.kind == "int" else (float, "a number")
+    word = setting.none if setting.none and " " not in setting.none else None
+
+    def parse(text: str):
+        if word is not None and text.lower() == word:
+            return None
+        try:
+            return convert(text)
+        except ValueError:
+            alternative = f" or '{word}'" if word else ""
+            raise argparse.ArgumentTypeError(f"expected {kind}{alternative}, not {text!r}") from None
+
+    return parse
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def data_config_from(args: argparse.Namespace) -> DataConfig:
-    return DataConfig(data=args.data, grouping=args.grouping, top_users=args.top_users, n=args.n, stride=args.stride,
-                      skip_bad_rows=args.skip_bad_rows, iid=args.iid, seed=getattr(args, "seed", 0))
+    return DataConfig(**{name: getattr(args, name) for name, _, _ in settings() if is_data_setting(name)})
 
 
 def experiment_config_from(args: argparse.Namespace) -> ExperimentConfig:
-    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features is not None else PRESETS[args.preset]
-    return ExperimentConfig(
-        data=data_config_from(args), features=tuple(features), mode=args.mode, rounds=args.rounds,
-        patience=args.patience, epochs=args.epochs, batch_size=args.batch_size,
-        clients_per_round=args.clients_per_round, client_optimizer=args.client_optimizer, client_lr=args.client_lr,
-        server_optimizer=args.server_optimizer, server_lr=args.server_lr, gru_units=args.gru_units,
-        dropout=args.dropout, embedding_dim=args.embedding_dim, seed=args.seed, client_dropout=args.client_dropout,
-        dp_clip=args.dp_clip, dp_noise=args.dp_noise, personalize_epochs=args.personalize_epochs,
-        personalize_lr=args.personalize_lr,
-        workers=tuple(w.strip() for w in args.workers.split(",") if w.strip()),
-        name=args.features and "custom" or args.preset)
+    values = {name: getattr(args, name) for name, _, _ in settings() if not is_data_setting(name)}
+    if args.features is not None:
+        values["features"] = _comma_list(args.features)
+    else:
+        values["features"] = PRESETS[args.preset]
+    values["name"] = args.name or (args.features and "custom" or args.preset)
+    return ExperimentConfig(data=data_config_from(args), **values)
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -108,18 +119,73 @@ def cmd_run(args: argparse.Namespace) -> int:
         from fedlab.runtime import check_workers
 
         check_workers(config.workers)  # an unreachable worker fails in seconds, before data or model
-    from fedlab.tblog import named_log_dir
-    from fedlab.training import run_to_completion
+    from fedlab.engine import Experiment
+    from fedlab.recording import record_run
+    from fedlab.tblog import BestEffortLog, named_log_dir
 
     log_dir = named_log_dir(args.tensorboard_dir, config.name) if args.tensorboard_dir else None
-    result = run_to_completion(config, on_round=_print_round, on_ready=_print_ready,
-                               on_testing=_print_testing, tensorboard_log_dir=log_dir)
+    with _run_store(args) as store:
+        # Recorded as it happens, so the dashboard shows it live; no session owns it (read-only for visitors).
+        run_id = store.create_run(config, name=config.name)
+        store.set_status(run_id, "running")
+        if not args.no_store:
+            print(f"recording run {run_id} in {store.path}", flush=True)
+        experiment = Experiment(config)
+        try:
+            record_run(store, run_id, experiment, board=BestEffortLog(log_dir) if log_dir is not None else None,
+                       on_ready=_print_ready, on_round=_print_round, on_testing=lambda: _print_testing(config))
+        finally:
+            experiment.close()
+        result = json.loads(store.export_json(run_id))
     _print_result(result)
     if log_dir is not None:
         print(f"TensorBoard log in {log_dir} (view: tensorboard --logdir {args.tensorboard_dir})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json_out}")
+    if not args.no_store:
+        print(f"run {run_id} is in {store.path} (report: python -m fedlab report {run_id} --out report.html)")
+    return 0
+
+
+@contextlib.contextmanager
+def _run_store(args: argparse.Namespace) -> Iterator[RunStore]:
+    """The shared run store, or with --no-store a throwaway one, so both paths train and print alike."""
+    from fedlab.store import RunStore
+
+    if not args.no_store:
+        yield RunStore(_store_path(args))
+        return
+    with tempfile.TemporaryDirectory(prefix="fedlab-run-") as folder:
+        yield RunStore(Path(folder) / "fedlab.db")
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    from fedlab.store import default_path
+
+    return Path(args.db).expanduser().resolve() if args.db else default_path()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fedlab.store import RunStore
+
+    path = _store_path(args)
+    # Listing must not create a store where there is none.
+    runs = RunStore(path).list_runs() if path.is_file() else []
+    rows = [{"id": run.id, "name": run.name, "status": run.status,
+             "test_accuracy": (run.test or {}).get("accuracy"), "created_at": run.created_at.isoformat()}
+            for run in runs]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no runs in {path}")
+        return 0
+    print(f"{'id':<12}  {'status':<11}  {'acc@1':>6}  name")
+    for row in rows:
+        accuracy = f"{row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else "-"
+        print(f"{row['id']:<12}  {row['status']:<11}  {accuracy:>6}  {row['name']}")
+    print(f"{len(rows)} run(s) in {path}")
     return 0
 
 
@@ -152,9 +218,9 @@ def _print_result(result: dict) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fedlab.demo import missing_demo_runs, run_demos
-    from fedlab.store import RunStore, app_db_path
+    from fedlab.store import RunStore
 
-    path = Path(args.db).expanduser() if args.db else app_db_path()
+    path = _store_path(args)
     store = RunStore(path)
     missing = [name for name, _ in missing_demo_runs(store)]
     if not missing:
@@ -197,7 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(run)
     run.add_argument("--json-out", help="write config, rounds, test, baselines and timing to this JSON file")
     run.add_argument("--tensorboard-dir", help="also log each round for TensorBoard, in DIR/<preset>-<time>")
+    run.add_argument("--db", help=_DB_HELP)
+    run.add_argument("--no-store", action="store_true",
+                     help="do not record the run in the run store (the dashboard will not list it)")
     run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="list the stored runs: id, status, test acc@1, name")
+    runs.add_argument("--db", help=_DB_HELP)
+    runs.add_argument("--json", action="store_true", help="print one JSON list")
+    runs.set_defaults(func=cmd_runs)
 
     demo = sub.add_parser("demo", help="train the dashboard's demo runs that the run store does not hold yet")
     demo.add_argument("--db", help="run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, "

@@ -1,8 +1,15 @@
-"""The one experiment configuration that flows through CLI, dashboard, engine and store."""
+"""The one experiment configuration that flows through CLI, dashboard, engine and store.
+
+Each setting is one dataclass field whose metadata (`setting(...)`) holds its label, help, bounds or
+choices, CLI flag and form group. The checks below, the CLI options (fedlab.cli), the settings forms
+(fedlab/dashboard/settings.py), the report's settings table and the run's one-line summary are all made from it, so a
+new setting is one field here plus its use in the engine.
+"""
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,68 +37,247 @@ PRESETS = {
     "biggest": ALL_FEATURES,
     "habits": (*ALL_FEATURES, *HABIT_FEATURES),
 }
+# Small settings that train in well under a minute on two cores (the Train page's "Quick demo" button).
+QUICK_DEMO = {"features": PRESETS["central"], "gru_units": 16, "top_users": 20, "rounds": 5, "epochs": 1}
 GROUPINGS = ("uber", "root", "fine")
+GROUPING_NAMES = {"uber": "27 groups of the study", "root": "10 Foursquare top-level categories",
+                  "fine": "every Foursquare category"}
 MODES = ("federated", "centralized")
 OPTIMIZERS = ("sgd", "adam")
+KINDS = ("int", "float", "choice", "bool", "features", "path", "text", "list")
+# Form groups: where a setting's widget is drawn; "source" settings come from the sidebar's data source.
+GROUPS = ("features", "main", "advanced", "what_if", "name", "workers", "source")
 
 
-def features_for(preset: str) -> tuple[str, ...]:
-    try:
-        return PRESETS[preset]
-    except KeyError:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+@dataclass(frozen=True)
+class Switch:
+    """A form-only checkbox that turns settings on; while it is off they keep their defaults (DP)."""
+
+    key: str
+    label: str
+    help: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """What every view of one setting needs: label, help, bounds or choices, flag and widget."""
+
+    label: str  # form label and report row
+    help: str
+    kind: str  # one of KINDS
+    noun: str = ""  # how messages name it; default the label in lower case
+    min: float | None = None
+    max: float | None = None
+    above: bool = False  # min itself is not allowed
+    below: bool = False  # max itself is not allowed
+    why: str = ""  # said after a bound in the message
+    choices: tuple = ()
+    choice_labels: Mapping[str, str] = field(default_factory=dict)
+    none: str | None = None  # what None (or an empty list) means, when it is allowed ("all", "off")
+    flag: str = ""  # CLI option; default --field-name
+    group: str = "main"
+    widget: str = ""  # "radio" for a choice drawn as a radio; default by kind
+    step: float | None = None
+    format: str | None = None
+    switch: Switch | None = None
+    on_value: Any = None  # what a switched field shows before its switch is first turned on
+    # The run's one-line summary: a format of {value}, {text} (as shown) and the other settings by name;
+    # shown always, or only when the value is not the default.
+    summary: str = ""
+    summary_always: bool = False
+
+    def __post_init__(self):
+        assert self.kind in KINDS and self.group in GROUPS, (self.kind, self.group)
+
+    @property
+    def name_in_messages(self) -> str:
+        return self.noun or self.label.lower()
+
+    def problem(self, value: Any) -> str | None:
+        """The one-line message for a value these bounds refuse, or None when it is allowed."""
+        if value is None:
+            return None if self.none is not None else self._refused("set", value)
+        if self.kind in ("int", "float"):
+            return self._number_problem(value)
+        if self.kind == "choice":
+            return None if value in self.choices else (
+                f"{self.name_in_messages} must be one of {', '.join(self.choices)}, not {value!r}")
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else self._refused("yes or no (true or false)", value)
+        if self.kind in ("path", "text"):
+            return None if isinstance(value, str) else self._refused("text", value)
+        if self.kind == "list":
+            return None if all(isinstance(v, str) for v in value) else self._refused("a list of text", value)
+        return None  # features: checked by ExperimentConfig, which names the unknown ones
+
+    def _number_problem(self, value: Any) -> str | None:
+        whole = self.kind == "int"
+        kind_ok = _is_int(value) if whole else _is_number(value)
+        low = self.min is not None and (not kind_ok or value < self.min or self.above and value == self.min)
+        high = self.max is not None and (not kind_ok or value > self.max or self.below and value == self.max)
+        if kind_ok and not low and not high:
+            return None
+        number = "a whole number" if whole else "a number"
+        if low or self.max is None:
+            bound = "" if self.min is None else (" above " if self.above else " of at least ") + _text(self.min)
+        else:
+            bound = (" below " if self.below else " of at most ") + _text(self.max)
+        return self._refused(number + bound, value)
+
+    def _refused(self, requirement: str, value: Any) -> str:
+        why = f" ({self.why})" if self.why else ""
+        alternative = f" (or {self.none})" if self.none and " " not in self.none else ""
+        return f"{self.name_in_messages} must be {requirement}{why}{alternative}, not {value!r}"
+
+
+def setting(**kwargs: Any) -> dict[str, Setting]:
+    """Field metadata: `field(default=4, metadata=setting(label=..., help=..., kind="int", min=1))`."""
+    return {"setting": Setting(**kwargs)}
+
+
+DP = Switch("dp", "Differential privacy",
+            "DP-FedAvg: clip each client's update and add Gaussian noise to their sum, so the model reveals little "
+            "about any one user. Costs accuracy.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """What turns a check-in file into client sequences; the cache key for preprocessing."""
 
-    data: str | None = None  # path to a check-in file; None = the synthetic default city
-    grouping: str = "uber"
-    top_users: int | None = 100  # None = every user
-    n: int = 17  # check-ins per sequence: n-1 inputs, n-1 next-category targets
-    stride: int | None = None  # None = non-overlapping chunks (stride n)
-    skip_bad_rows: bool = False
-    iid: bool = False  # reshuffle check-ins into IID clients of the same sizes
-    seed: int = 0
+    n: int = field(default=17, metadata=setting(
+        label="Sequence length N (check-ins)", kind="int",
+        summary="N{text}", summary_always=True, min=2, max=500, noun="N",
+        why="one input and one target check-in",
+        help="Check-ins per sequence: the GRU reads N-1 and predicts the next category after each. The study "
+             "used 17."))
+    top_users: int | None = field(default=100, metadata=setting(
+        label="Users (clients)", kind="int",
+        summary="{text} users", summary_always=True, min=1, max=100_000, none="all", noun="top users",
+        help="The K users with the most check-ins; each becomes one federated client. Fewer users train "
+             "faster."))
+    grouping: str = field(default="uber", metadata=setting(
+        label="Category grouping", kind="choice",
+        summary="{text}", summary_always=True, choices=GROUPINGS, choice_labels=GROUPING_NAMES,
+        group="advanced", noun="grouping", help="Which classes the model predicts."))
+    stride: int | None = field(default=None, metadata=setting(
+        label="Sequence stride", kind="int",
+        summary="stride {text}", min=1, max=500, none="N (no overlap)", group="advanced",
+        noun="stride",
+        help="Sliding-window step between training sequences; empty = N (no overlap). Smaller makes more, "
+             "overlapping training sequences; validation and test never overlap."))
+    iid: bool = field(default=False, metadata=setting(
+        label="IID clients", kind="bool",
+        summary="IID clients", group="advanced", noun="IID clients",
+        help="Deal the sequences to clients at random (same sizes). Removes the clients' differences, to see "
+             "how much non-IID data costs."))
+    data: str | None = field(default=None, metadata=setting(
+        label="Check-in file", kind="path",
+        summary="{file}", summary_always=True, none="synthetic city", group="source", noun="check-in file",
+        help="A check-in file (raw TSMC2014 or CSV, optionally .gz/.zip); none: the synthetic city."))
+    skip_bad_rows: bool = field(default=False, metadata=setting(
+        label="Skip bad rows", kind="bool", group="source", noun="skip bad rows",
+        help="Drop rows that cannot be read and count them, instead of stopping at the first one."))
 
     def __post_init__(self):
-        _check(self.grouping in GROUPINGS, f"grouping must be one of {', '.join(GROUPINGS)}, not {self.grouping!r}")
-        _check(self.top_users is None or _is_int(self.top_users) and self.top_users >= 1,
-               f"top users must be a whole number of at least 1 (or all), not {self.top_users!r}")
-        _check(_is_int(self.n) and self.n >= 2,
-               f"N must be at least 2 (one input and one target check-in), not {self.n!r}")
-        _check(self.stride is None or _is_int(self.stride) and self.stride >= 1,
-               f"stride must be a whole number of at least 1, not {self.stride!r}")
+        _check_settings(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    """Everything one run needs. Frozen and validated on creation."""
+    """Everything one run needs. Frozen and validated on creation; `seed` is the run's only seed."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    features: tuple[str, ...] = PRESETS["central"]
-    mode: str = "federated"
-    rounds: int = 10  # federated rounds, or epochs over the pooled data when centralized
-    patience: int = 7  # stop after this many rounds without a lower validation loss
-    epochs: int = 4  # local epochs per round
-    batch_size: int = 16
-    clients_per_round: int | None = None  # None = every client
-    client_optimizer: str = "adam"
-    client_lr: float = 0.01
-    server_optimizer: str = "sgd"
-    server_lr: float = 1.0
-    gru_units: int = 256
-    dropout: float = 0.3
-    embedding_dim: int = 16
-    seed: int = 0
-    client_dropout: float = 0.0  # probability a sampled client fails to report
-    dp_clip: float | None = None  # L2 clipping norm for DP-FedAvg; None = no DP
-    dp_noise: float = 0.0  # noise multiplier for DP-FedAvg
-    workers: tuple[str, ...] = ()  # host:port of remote TFF workers; empty = local runtime
-    personalize_epochs: int = 0  # local fine-tuning epochs per client before its test; 0 = the shared model only
-    personalize_lr: float = 0.1  # plain SGD learning rate of that fine-tuning
-    name: str = ""
+    features: tuple[str, ...] = field(default=PRESETS["central"], metadata=setting(
+        label="Input features", kind="features",
+        summary="{text}", summary_always=True, choices=KNOWN_FEATURES, group="features",
+        help="What the GRU sees about each past check-in; it always predicts the category of the next one."))
+    mode: str = field(default="federated", metadata=setting(
+        label="Training mode", kind="choice",
+        summary="{text}", summary_always=True, choices=MODES, widget="radio", noun="mode",
+        choice_labels={"federated": "federated (FedAvg)", "centralized": "centralized"},
+        help="Federated: data stays with each client and only model updates travel. Centralized: the same model "
+             "trained on all check-ins pooled (a reference point)."))
+    rounds: int = field(default=10, metadata=setting(
+        label="Rounds", kind="int",
+        summary="{text} rounds", summary_always=True, min=1, max=1000, noun="rounds",
+        help="Most federated rounds (epochs when centralized). Training stops earlier when the validation loss "
+             "has not improved for 'patience' rounds."))
+    epochs: int = field(default=4, metadata=setting(
+        label="Local epochs per round", kind="int",
+        summary="{text} local epochs", summary_always=True, min=1, max=100, noun="local epochs",
+        help="Passes each client makes over its own data before sending its update. The study used 4."))
+    batch_size: int = field(default=16, metadata=setting(
+        label="Batch size (sequences)", kind="int",
+        summary="batch {text}", summary_always=True, min=1, max=4096, noun="batch size",
+        help="Sequences per gradient step on a client. The study used 16."))
+    clients_per_round: int | None = field(default=None, metadata=setting(
+        label="Clients per round", kind="int",
+        summary="{text} clients per round", summary_always=True, min=1, max=100_000, none="all",
+        help="How many clients the server samples each round. Empty = all of them."))
+    gru_units: int = field(default=256, metadata=setting(
+        label="GRU units", kind="int",
+        summary="GRU {text}", summary_always=True, min=1, max=2048, noun="GRU units",
+        help="Size of the GRU's memory. 256 as in the study; 8–32 trains in seconds for a demo."))
+    client_optimizer: str = field(default="adam", metadata=setting(
+        label="Client optimizer", kind="choice", choices=OPTIMIZERS, group="advanced",
+        help="Optimizer of the local training on each client (and of centralized training)."))
+    client_lr: float = field(default=0.01, metadata=setting(
+        label="Client learning rate", kind="float", min=0.0, above=True, max=10.0, group="advanced",
+        step=0.001, format="%.4f", help="Step size of the client optimizer; must be above 0."))
+    seed: int = field(default=0, metadata=setting(
+        label="Random seed", kind="int",
+        summary="seed {text}", min=0, max=2**31 - 1, group="advanced", noun="seed",
+        help="Same seed + same settings = the same run (initial model, client sampling, IID reshuffle)."))
+    server_optimizer: str = field(default="sgd", metadata=setting(
+        label="Server optimizer", kind="choice", choices=OPTIMIZERS, group="advanced",
+        help="How the server applies the averaged update. SGD with rate 1.0 = plain FedAvg."))
+    server_lr: float = field(default=1.0, metadata=setting(
+        label="Server learning rate", kind="float", min=0.0, above=True, max=100.0, group="advanced",
+        step=0.1, format="%.3f", help="Step size of the server optimizer; must be above 0."))
+    patience: int = field(default=7, metadata=setting(
+        label="Patience (rounds)", kind="int", min=1, max=1000, noun="patience", group="advanced",
+        help="Stop after this many rounds without a lower validation loss."))
+    dropout: float = field(default=0.3, metadata=setting(
+        label="GRU input dropout", kind="float", min=0.0, max=1.0, below=True, group="advanced",
+        noun="GRU dropout", step=0.05, format="%.2f",
+        help="Share of the GRU's inputs dropped at random while training (against overfitting); below 1."))
+    embedding_dim: int = field(default=16, metadata=setting(
+        label="Embedding size", kind="int", min=1, max=1024, group="advanced",
+        help="Length of the learned vector for each user, venue and fine category id (large vocabularies)."))
+    personalize_epochs: int = field(default=0, metadata=setting(
+        label="Fine-tune epochs before test", kind="int",
+        summary="fine-tuned {text} epochs per client before the test", min=0, max=50, group="advanced",
+        noun="fine-tuning epochs",
+        help="Personalisation: before the test, each client trains the final shared model for this many epochs "
+             "on its own earlier check-ins (plain SGD) and is scored with that. Reported beside the shared "
+             "model's accuracy. 0 = off."))
+    personalize_lr: float = field(default=0.1, metadata=setting(
+        label="Fine-tuning learning rate", kind="float", min=0.0, above=True, max=10.0, group="advanced",
+        step=0.01, format="%.3f", help="Plain SGD learning rate of that fine-tuning; must be above 0."))
+    client_dropout: float = field(default=0.0, metadata=setting(
+        label="Client dropout (share failing)", kind="float",
+        summary="client dropout {value:.0%}", min=0.0, max=0.95, group="what_if",
+        noun="client dropout", step=0.05, format="%.2f",
+        help="Probability that a sampled client fails to send its update (a phone goes offline). 0 = every "
+             "sampled client reports."))
+    dp_clip: float | None = field(default=None, metadata=setting(
+        label="DP clipping norm", noun="DP clipping norm", kind="float",
+        summary="DP clip {value:g} noise {dp_noise:g}", min=0.0, above=True, max=100.0, none="off", group="what_if",
+        switch=DP, on_value=1.0, step=0.1, format="%.2f",
+        help="Each client's update is scaled down to at most this length (L2 norm); must be above 0."))
+    dp_noise: float = field(default=0.0, metadata=setting(
+        label="DP noise multiplier", kind="float", noun="DP noise multiplier", min=0.0, max=100.0, group="what_if",
+        switch=DP, on_value=1.0, step=0.1, format="%.2f",
+        help="Noise added to the sum of updates, in units of the clipping norm. More noise = more private, "
+             "less accurate."))
+    name: str = field(default="", metadata=setting(
+        label="Run name (optional)", kind="text", group="name", noun="run name",
+        help="Shown in the run list and on charts. Empty = made from the settings."))
+    workers: tuple[str, ...] = field(default=(), metadata=setting(
+        label="Workers", kind="list",
+        summary="on workers {text}", none="this machine", group="workers",
+        help="Train across TFF workers, as host:port,host:port. Start each with `python -m fedlab worker --port "
+             "8000 --allow-remote` on a private network (see the README). Empty = this machine."))
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(self.features))
@@ -102,26 +288,7 @@ class ExperimentConfig:
         _check(not unknown, f"unknown feature {', '.join(map(repr, unknown))}; "
                             f"known features: {', '.join(KNOWN_FEATURES)}")
         _check(len(set(self.features)) == len(self.features), "a feature is listed twice")
-        _check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        for label, value in (("rounds", self.rounds), ("local epochs", self.epochs),
-                             ("batch size", self.batch_size), ("patience", self.patience),
-                             ("GRU units", self.gru_units), ("embedding size", self.embedding_dim)):
-            _check(_is_int(value) and value >= 1, f"{label} must be a whole number of at least 1, not {value!r}")
-        _check(self.clients_per_round is None or _is_int(self.clients_per_round) and self.clients_per_round >= 1,
-               f"clients per round must be at least 1 (or all), not {self.clients_per_round!r}")
-        for label, value in (("client optimizer", self.client_optimizer), ("server optimizer", self.server_optimizer)):
-            _check(value in OPTIMIZERS, f"{label} must be one of {', '.join(OPTIMIZERS)}, not {value!r}")
-        _check(_is_int(self.personalize_epochs) and self.personalize_epochs >= 0,
-               f"fine-tuning epochs must be a whole number of 0 or more, not {self.personalize_epochs!r}")
-        for label, value in (("client learning rate", self.client_lr), ("server learning rate", self.server_lr),
-                             ("fine-tuning learning rate", self.personalize_lr)):
-            _check(_is_number(value) and value > 0, f"{label} must be a number above 0, not {value!r}")
-        _check(_is_number(self.dropout) and 0 <= self.dropout < 1, f"GRU dropout must be in [0, 1), not {self.dropout!r}")
-        _check(_is_number(self.client_dropout) and 0 <= self.client_dropout < 1,
-               f"client dropout must be in [0, 1), not {self.client_dropout!r}")
-        _check(self.dp_clip is None or _is_number(self.dp_clip) and self.dp_clip > 0,
-               f"DP clipping norm must be above 0, not {self.dp_clip!r}")
-        _check(_is_number(self.dp_noise) and self.dp_noise >= 0, f"DP noise multiplier must be 0 or more, not {self.dp_noise!r}")
+        _check_settings(self)
         _check(self.dp_noise == 0 or self.dp_clip is not None, "DP noise needs a clipping norm")
         _check(self.mode == "federated" or (self.dp_clip is None and self.client_dropout == 0 and not self.workers),
                "client dropout, differential privacy and workers apply to federated runs only")
@@ -137,8 +304,12 @@ class ExperimentConfig:
                 self.client_optimizer, self.client_lr, self.server_optimizer, self.server_lr,
                 self.dp_clip, self.dp_noise)
 
+    def value(self, name: str) -> Any:
+        """A setting by its field name, from this config or its data config."""
+        return getattr(self.data, name) if name in _DATA_FIELDS else getattr(self, name)
+
     def replace(self, **changes: Any) -> "ExperimentConfig":
-        # `data` given as a DataConfig replaces it whole; as a string it is the data path.
+        # `data` given as a DataConfig replaces it whole; as a string (or None) it is the data path.
         if isinstance(changes.get("data"), DataConfig):
             return dataclasses.replace(self, **changes)
         data_changes = {k: changes.pop(k) for k in list(changes) if k in _DATA_FIELDS}
@@ -155,11 +326,43 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict[str, Any]) -> "ExperimentConfig":
         raw = dict(raw)
         known = {f.name for f in dataclasses.fields(cls)}
-        data = DataConfig(**{k: v for k, v in (raw.pop("data", None) or {}).items() if k in _DATA_FIELDS})
+        data_raw = dict(raw.pop("data", None) or {})
+        if "seed" in data_raw and "seed" not in raw:  # runs stored when the data config had its own seed
+            raw["seed"] = data_raw["seed"]
+        data = DataConfig(**{k: v for k, v in data_raw.items() if k in _DATA_FIELDS})
         return cls(data=data, **{k: v for k, v in raw.items() if k in known})
 
 
+def settings() -> Iterator[tuple[str, Setting, Any]]:
+    """(field name, its Setting, its default) of every setting: the data config's, then the experiment's."""
+    for cls in (DataConfig, ExperimentConfig):
+        for f in dataclasses.fields(cls):
+            if "setting" in f.metadata:
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                yield f.name, f.metadata["setting"], default
+
+
+def setting_of(name: str) -> Setting:
+    return _SETTINGS[name]
+
+
+def is_data_setting(name: str) -> bool:
+    return name in _DATA_FIELDS
+
+
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
+_SETTINGS = {name: s for name, s, _ in settings()}
+
+
+def _check_settings(config: DataConfig | ExperimentConfig) -> None:
+    """The bounds and choices of each field's Setting, in field order; the first refused value raises."""
+    for f in dataclasses.fields(config):
+        if "setting" in f.metadata and (problem := f.metadata["setting"].problem(getattr(config, f.name))):
+            raise ConfigError(problem)
+
+
+def _text(number: float) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def _is_int(value: Any) -> bool:

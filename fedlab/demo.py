@@ -3,7 +3,8 @@
 Both use the synthetic city and differ only in the feature preset (the study's comparison). They are
 sized to finish in about a minute each on two cores, and still show falling losses and rising accuracy.
 `python -m fedlab demo` (or `make demo-runs`) trains those not yet in the store; the dashboard queues
-them itself on its first start.
+them itself when it starts with an empty store, and again at a later start when one was interrupted
+(the app stopped while preparing it) or failed (fedlab/dashboard/state.py decides).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import os
 from collections.abc import Callable
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig
-from fedlab.jobs import Experiment, JobManager
+from fedlab.jobs import JobManager
+from fedlab.recording import Trainable
 from fedlab.store import RunStore
 
 # The synthetic city's 12 busiest users; client count is what a federated round's time grows with.
@@ -33,24 +35,16 @@ def missing_demo_runs(store: RunStore) -> list[tuple[str, ExperimentConfig]]:
     return [(name, config) for name, config in demo_runs() if name not in finished]
 
 
-def engine_factory() -> Callable[[ExperimentConfig], Experiment]:
+def engine_factory() -> Callable[[ExperimentConfig], Trainable]:
     """config -> the real engine's Experiment; the runs share one BuildCache, so data is prepared once."""
-    cache = None
+    from fedlab.engine import experiment_factory  # TensorFlow loads here
 
-    def make(config: ExperimentConfig) -> Experiment:
-        nonlocal cache  # the job manager calls this from its one training thread, one run at a time
-        from fedlab.engine import BuildCache, Experiment as EngineExperiment  # TensorFlow loads here
-
-        if cache is None:
-            cache = BuildCache()
-        return EngineExperiment(config, cache=cache)
-
-    return make
+    return experiment_factory()
 
 
 def run_demos(store: RunStore, *, model_dir: str | os.PathLike | None = None,
               tensorboard_dir: str | os.PathLike | None = None,
-              experiment_factory: Callable[[ExperimentConfig], Experiment] | None = None,
+              experiment_factory: Callable[[ExperimentConfig], Trainable] | None = None,
               on_finished: Callable[[str], None] | None = None) -> list[str]:
     """Trains the missing demo runs to their end, one after the other; returns their run ids.
 

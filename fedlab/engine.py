@@ -1,17 +1,23 @@
 """One experiment: prepare, then a generator of per-round records, then the test of the kept model.
 
 The caller owns the loop (as in TFF's simple_fedavg): the CLI, the dashboard's job manager and the
-tests all iterate `rounds()` and may stop at any round.
+tests all iterate `rounds()` and may stop at any round. TensorFlow Federated stays behind
+fedlab.federated: here weights are plain numpy lists in Keras order.
 """
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
+import functools
+import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import tensorflow as tf
 
 from fedlab import metrics, pipeline
@@ -20,6 +26,7 @@ from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.model import ModelSpec, build_model, loss_fn, metrics_fn
 from fedlab.records import RoundRecord, TestReport
+from fedlab.stopping import early_stopping
 
 PREDICT_BATCH = 1024
 
@@ -34,13 +41,14 @@ class BuildCache:
         self._datasets: collections.OrderedDict = collections.OrderedDict()
         self._max_datasets = max_datasets
 
-    def data(self, config: DataConfig, *, habits: bool = False) -> pipeline.SequenceData:
-        key = (config, habits)
+    def data(self, config: DataConfig, *, habits: bool = False, seed: int = 0) -> pipeline.SequenceData:
+        # The seed only reshuffles IID clients, so it is part of the key only then.
+        key = (config, habits, seed if config.iid else None)
         with self._lock:
             if key in self._datasets:
                 self._datasets.move_to_end(key)
                 return self._datasets[key]
-        data = pipeline.load_and_prepare(config, habits=habits)
+        data = pipeline.load_and_prepare(config, habits=habits, seed=seed)
         with self._lock:
             self._datasets[key] = data
             while len(self._datasets) > self._max_datasets:
@@ -57,6 +65,57 @@ class BuildCache:
             return self._processes[key]
 
 
+def experiment_factory(cache: BuildCache | None = None) -> Callable[[ExperimentConfig], Experiment]:
+    """config -> Experiment; every experiment it makes shares one BuildCache (this one, or a new one), so data is
+    prepared once and TFF processes are built once per shape. The CLI, the demo runs, the bench and the
+    dashboard all make their experiments with it."""
+    return functools.partial(Experiment, cache=BuildCache() if cache is None else cache)
+
+
+def prebuild(config: ExperimentConfig, cache: BuildCache) -> dict[str, float]:
+    """Prepares this config's data and (when federated) builds its TFF processes into `cache`, starting nothing,
+    so that a run of it made with the same cache skips both. Returns the timing (preprocess and build seconds)."""
+    experiment = Experiment(config, cache=cache)
+    experiment.build()
+    return dict(experiment.timing)
+
+
+def release_run_memory() -> None:
+    """Frees what a finished run leaves behind in this thread: Keras' global graph (every GRU built adds its
+    functions to it, a few MB a run), models caught in reference cycles (freed only by a full collection),
+    and the heap glibc keeps in its per-thread arenas (handed back to the OS, so resident memory shows it)."""
+    tf.keras.backend.clear_session()
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library: nothing to hand back
+        return
+    libc.malloc_trim(0)
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """Where a round's time went: training (FedAvg's `next`, or a Keras epoch) and validation."""
+
+    train_seconds: float
+    validation_seconds: float
+    worker_cpu_seconds: float  # CPU the local TFF workers used during training (0 when centralized or remote)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One finished round (or epoch), before early stopping looks at it."""
+
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    clients: int
+    weights: list[np.ndarray]  # Keras get_weights() order
+    seconds: float  # the whole round: data, training and validation
+    timing: RoundTiming
+
+
 class Experiment:
     """A federated (TFF FedAvg) or centralized (plain Keras) run of one config."""
 
@@ -65,29 +124,43 @@ class Experiment:
         self.config = config
         self.data = data
         self.timing: dict[str, float] = {}
+        self.round_timings: list[RoundTiming] = []  # one per finished round, as `rounds()` yields them
         self._cache = cache or BuildCache()
         self._runtime = None
+        self._processes = None
+        self._initial_weights: list[np.ndarray] | None = None
         self._best_weights: list[np.ndarray] | None = None
 
     # -- set-up -----------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def build(self) -> None:
+        """Loads the data and builds the model's shape and (federated) the TFF processes, through the cache;
+        starts nothing. `prebuild` stops here; `prepare` goes on."""
         started = time.perf_counter()
         if self.data is None:
-            self.data = self._cache.data(self.config.data, habits=any(f in HABIT_FEATURES for f in self.config.features))
+            habits = any(f in HABIT_FEATURES for f in self.config.features)
+            self.data = self._cache.data(self.config.data, habits=habits, seed=self.config.seed)
         self.timing["preprocess_seconds"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         self._check_fits_data()
         self.spec = ModelSpec.from_data(self.config, self.data)
         self._train_clients = np.flatnonzero(self.data.train.client_sizes() > 0)
+        if self.config.mode == "federated":
+            self._processes = self._cache.processes(self.spec, self.config, clients_per_round=self._per_round())
+        self.timing["build_seconds"] = round(time.perf_counter() - started, 3)
+
+    def prepare(self) -> None:
+        """build(), then the seeded initial weights and (federated) the TFF runtime: ready for `rounds()`."""
+        self.build()
+        started = time.perf_counter()
         self._initial_weights = self._fresh_model(seeded=True).get_weights()
         if self.config.mode == "federated":
             from fedlab.runtime import Runtime
 
-            per_round = min(self.config.clients_per_round or len(self._train_clients), len(self._train_clients))
-            self._per_round = per_round
-            self._processes = self._cache.processes(self.spec, self.config, clients_per_round=per_round)
             self._runtime = Runtime(workers=self.config.workers)
-        self.timing["build_seconds"] = round(time.perf_counter() - started, 3)
+        self.timing["build_seconds"] = round(self.timing["build_seconds"] + time.perf_counter() - started, 3)
+
+    def _per_round(self) -> int:
+        return min(self.config.clients_per_round or len(self._train_clients), len(self._train_clients))
 
     def _check_fits_data(self) -> None:
         sizes = self.data.train.client_sizes()
@@ -104,62 +177,76 @@ class Experiment:
             tf.keras.utils.set_random_seed(self.config.seed)
         return build_model(self.spec)
 
+    @property
+    def train_clients(self) -> np.ndarray:
+        """Indices of the clients with at least one training sequence (the ones rounds sample from)."""
+        return self._train_clients
+
+    def initial_model(self) -> tf.keras.Model:
+        """A Keras model of this run's shape holding the run's seeded initial weights (after `prepare`)."""
+        model = self._fresh_model()
+        model.set_weights(self._initial_weights)
+        return model
+
     # -- training ---------------------------------------------------------------------------------
     def rounds(self) -> Iterator[RoundRecord]:
         """One record per round (or epoch); keeps the lowest-validation-loss weights; stops early."""
         started = time.perf_counter()
         steps = self._federated_rounds() if self.config.mode == "federated" else self._centralized_epochs()
-        best_loss, since_best = np.inf, 0
+        val_losses: list[float] = []
         try:
-            for number, (train_loss, train_acc, val_loss, val_acc, clients, weights, seconds) in enumerate(steps, 1):
-                is_best = val_loss < best_loss
+            for number, step in enumerate(steps, 1):
+                val_losses.append(step.val_loss)
+                decision = early_stopping(val_losses, patience=self.config.patience)
+                is_best = decision.best_round == number
                 if is_best:
-                    best_loss, since_best, self._best_weights = val_loss, 0, weights()
-                else:
-                    since_best += 1
-                yield RoundRecord(round=number, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
-                                  val_accuracy=val_acc, clients=clients, seconds=round(seconds, 3), is_best=is_best)
-                if since_best >= self.config.patience:
+                    self._best_weights = step.weights
+                self.round_timings.append(step.timing)
+                yield RoundRecord(round=number, train_loss=step.train_loss, train_accuracy=step.train_accuracy,
+                                  val_loss=step.val_loss, val_accuracy=step.val_accuracy, clients=step.clients,
+                                  seconds=round(step.seconds, 3), is_best=is_best)
+                if decision.stop:
                     break
         finally:
             steps.close()
             self.timing["train_seconds"] = round(time.perf_counter() - started, 3)
 
-    def _federated_rounds(self):
+    def _federated_rounds(self) -> Iterator[_Step]:
         from fedlab import federated
 
-        learning, evaluation = self._processes.learning, self._processes.evaluation
         rng = np.random.default_rng(self.config.seed)
         val_data = self._datasets("val", np.flatnonzero(self.data.val.client_sizes() > 0))
         with self._runtime.activate():
-            state = learning.initialize()
-            state = learning.set_model_weights(state, self._model_weights())
-            eval_state = evaluation.initialize()
+            state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
             train_data = self.round_datasets(chosen, number)
             with self._runtime.activate():
-                output = learning.next(state, train_data)
-                state = output.state
-                weights = learning.get_model_weights(state)
-                eval_state = evaluation.set_model_weights(eval_state, weights)
-                val_loss, val_acc = federated.eval_metrics(evaluation.next(eval_state, val_data))
-            train_loss, train_acc = federated.train_metrics(output)
-            yield (train_loss, train_acc, val_loss, val_acc, len(chosen),
-                   lambda w=weights: [np.array(v) for v in w.trainable] + [np.array(v) for v in w.non_trainable],
-                   time.perf_counter() - started)
+                cpu, training = self._worker_cpu_seconds(), time.perf_counter()
+                result = federated.run_round(self._processes, state, train_data)
+                cpu, validating = self._worker_cpu_seconds() - cpu, time.perf_counter()
+                val_loss, val_acc = federated.evaluate(self._processes, result.weights, val_data)
+            state, ended = result.state, time.perf_counter()
+            yield _Step(train_loss=result.train_loss, train_accuracy=result.train_accuracy, val_loss=val_loss,
+                        val_accuracy=val_acc, clients=len(chosen), weights=result.weights, seconds=ended - started,
+                        timing=RoundTiming(train_seconds=validating - training, validation_seconds=ended - validating,
+                                           worker_cpu_seconds=cpu))
 
-    def _model_weights(self):
-        import tensorflow_federated as tff
-
-        model = self._fresh_model()
-        model.set_weights(self._initial_weights)
-        return tff.learning.models.ModelWeights.from_model(model)
+    def _worker_cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by this run's local TFF workers (a finished one counts 0)."""
+        total = 0.0
+        for pid in self._runtime.pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
     def _sample_clients(self, rng: np.random.Generator) -> np.ndarray:
         """Seeded sample of clients for a round; each then fails to report with the dropout probability."""
-        chosen = np.sort(rng.choice(self._train_clients, size=self._per_round, replace=False))
+        chosen = np.sort(rng.choice(self._train_clients, size=self._per_round(), replace=False))
         if self.config.client_dropout > 0:
             reported = rng.random(len(chosen)) >= self.config.client_dropout
             if not reported.any():  # a round needs at least one update
@@ -183,23 +270,28 @@ class Experiment:
                                       shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i)))
         return out
 
-    def _centralized_epochs(self):
+    def _centralized_epochs(self) -> Iterator[_Step]:
         """The same model in plain Keras on the pooled training data of the same clients."""
-        model = self._fresh_model()
-        model.set_weights(self._initial_weights)
+        model = self.initial_model()
         opt = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[self.config.client_optimizer]
         model.compile(optimizer=opt(learning_rate=self.config.client_lr), loss=loss_fn(), metrics=metrics_fn())
-        train_x, train_y = self._pooled("train")
-        val_x, val_y = self._pooled("val")
-        clients = len(self._train_clients)
+        train_x, train_y = self.pooled("train")
+        val_x, val_y = self.pooled("val")
         for _ in range(self.config.rounds):
             started = time.perf_counter()
             history = model.fit(train_x, train_y, batch_size=self.config.batch_size, epochs=1, shuffle=True, verbose=0)
+            validating = time.perf_counter()
             val_loss, val_acc = model.evaluate(val_x, val_y, batch_size=PREDICT_BATCH, verbose=0)
-            yield (float(history.history["loss"][0]), float(history.history["accuracy"][0]), float(val_loss),
-                   float(val_acc), clients, model.get_weights, time.perf_counter() - started)
+            ended = time.perf_counter()
+            yield _Step(train_loss=float(history.history["loss"][0]),
+                        train_accuracy=float(history.history["accuracy"][0]), val_loss=float(val_loss),
+                        val_accuracy=float(val_acc), clients=len(self._train_clients), weights=model.get_weights(),
+                        seconds=ended - started, timing=RoundTiming(train_seconds=validating - started,
+                                                                    validation_seconds=ended - validating,
+                                                                    worker_cpu_seconds=0.0))
 
-    def _pooled(self, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def pooled(self, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every client's sequences of one split together: (inputs by feature, targets)."""
         arrays = self.data.split(split)
         return {f: arrays.inputs[f] for f in self.spec.features}, arrays.targets
 
@@ -209,12 +301,7 @@ class Experiment:
         if self._best_weights is None:
             raise ConfigError("the run has no finished round yet, so there is no model to test")
         model = self._fresh_model()
-        if self.config.mode == "federated":
-            # TFF keeps trainable then non-trainable variables; Keras orders weights by layer.
-            for var, value in zip(model.trainable_weights + model.non_trainable_weights, self._best_weights):
-                var.assign(value)
-        else:
-            model.set_weights(self._best_weights)
+        model.set_weights(self._best_weights)
         return model
 
     def test(self) -> TestReport:
@@ -267,5 +354,9 @@ class Experiment:
 
     def close(self) -> None:
         if self._runtime is not None:
+            from fedlab.federated import forget_compiled_computations
+
             self._runtime.close()
             self._runtime = None
+            forget_compiled_computations()
+        release_run_memory()

@@ -5,45 +5,46 @@ round by round (and, when asked, a TensorBoard log per run beside it).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from fedlab.config import ExperimentConfig
-from fedlab.errors import FedlabError
-from fedlab.records import RoundRecord, TestReport
+from fedlab.errors import ConfigError, FedlabError
+from fedlab.recording import Trainable, failure_message, one_line, record_end, record_run
 from fedlab.store import RunStore
 from fedlab.tblog import BestEffortLog, log_dir_for
 
 log = logging.getLogger(__name__)
 
-_MAX_MESSAGE = 500  # keep failure messages short enough for a status line
+QUEUE_LIMIT_VARIABLE = "FEDLAB_MAX_QUEUED_PER_SESSION"
+DEFAULT_QUEUE_LIMIT = 3
 
 
-class Experiment(Protocol):
-    """What the training engine provides for one run."""
-
-    config: ExperimentConfig
-    timing: dict[str, float]  # preprocess_seconds, build_seconds, train_seconds, filled in as it goes
-
-    def prepare(self) -> None: ...  # load data, build model; may raise FedlabError
-    def rounds(self) -> Iterator[RoundRecord]: ...  # one record per round; the caller may stop at any time
-    def test(self) -> TestReport: ...  # metrics of the kept (lowest validation loss) state
-    def baselines(self) -> dict[str, float]: ...
-    def save_model(self, path: str) -> None: ...  # Keras format (.keras)
-    def close(self) -> None: ...  # always called, also after errors
-    def summary(self) -> dict: ...  # small JSON-able description of the data used
+def queue_limit_from_env() -> int:
+    """FEDLAB_MAX_QUEUED_PER_SESSION (default 3): how many runs one session may have waiting or training."""
+    text = os.environ.get(QUEUE_LIMIT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_QUEUE_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(f"{QUEUE_LIMIT_VARIABLE} must be a whole number of at least 1, not {text!r}")
+    return limit
 
 
 @dataclass(eq=False)
 class _Job:
     run_id: str
     config: ExperimentConfig
+    session_id: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -52,11 +53,15 @@ class JobManager:
 
     model_dir: where each run's model is saved as <run_id>.keras; None saves none.
     tensorboard_dir: where each run's TensorBoard log goes, in a folder named by its run id; None writes none.
+    queue_limit: how many runs one session (a non-empty session id) may have queued or training at once;
+    None for no limit.
     """
 
-    def __init__(self, store: RunStore, *, experiment_factory: Callable[[ExperimentConfig], Experiment],
-                 model_dir: str | os.PathLike | None = None, tensorboard_dir: str | os.PathLike | None = None):
+    def __init__(self, store: RunStore, *, experiment_factory: Callable[[ExperimentConfig], Trainable],
+                 model_dir: str | os.PathLike | None = None, tensorboard_dir: str | os.PathLike | None = None,
+                 queue_limit: int | None = None):
         self.store = store
+        self._queue_limit = queue_limit
         self._factory = experiment_factory
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
@@ -69,21 +74,36 @@ class JobManager:
     # ----- what pages call -----
 
     def submit(self, config: ExperimentConfig, *, session_id: str = "", name: str = "") -> str:
-        """Creates the run (queued) in the store and queues it; returns its id at once."""
+        """Creates the run (queued) in the store and queues it; returns its id at once.
+
+        Raises FedlabError, queuing nothing, when the session already has `queue_limit` runs queued or training.
+        """
         self._refuse_if_closed()
+        self.check_room(session_id)
         # The database write happens outside the lock so polling pages are never held up by it.
         run_id = self.store.create_run(config, session_id=session_id, name=name)
-        job = _Job(run_id, config)
+        job = _Job(run_id, config, session_id)
         with self._changed:
             closed = self._closed
-            if not closed:
+            full = not closed and self._waiting(session_id) >= self._limit(session_id)
+            if not closed and not full:
                 self._queue.append(job)
                 self._start_worker()
                 self._changed.notify_all()
+        if full:  # another tab of the session queued one meanwhile
+            self.store.delete(run_id)
+            raise _no_room(self._limit(session_id))
         if closed:  # shut down while the run was being created
             self._mark_stopped([job])
             self._refuse_if_closed()
         return run_id
+
+    def check_room(self, session_id: str, count: int = 1) -> None:
+        """Raises FedlabError when `count` more runs of the session would pass the queue limit."""
+        with self._changed:
+            waiting, limit = self._waiting(session_id), self._limit(session_id)
+        if waiting + count > limit:
+            raise _no_room(limit)
 
     def stop(self, run_id: str) -> None:
         """Queued: dropped and marked stopped. Running: ends after its current round. Otherwise nothing."""
@@ -97,6 +117,10 @@ class JobManager:
             self._queue.remove(job)
             self._changed.notify_all()
         self._mark_stopped([job])
+
+    def is_active(self, run_id: str) -> bool:
+        """Whether this manager trains or queues the run (runs of a `fedlab run` in a terminal are not its)."""
+        return self.position(run_id) is not None
 
     def position(self, run_id: str) -> int | None:
         """0 = running now, 1.. = place in the queue, None = not active here."""
@@ -142,6 +166,15 @@ class JobManager:
             if self._closed:
                 raise RuntimeError("the job manager has been shut down")
 
+    def _waiting(self, session_id: str) -> int:
+        # Called with the lock held.
+        jobs = ([self._current] if self._current is not None else []) + list(self._queue)
+        return sum(1 for job in jobs if job.session_id == session_id)
+
+    def _limit(self, session_id: str) -> float:
+        # Runs of no session (demo runs) are queued by the app itself, never by a visitor.
+        return self._queue_limit if self._queue_limit is not None and session_id else float("inf")
+
     def _start_worker(self) -> None:
         # Called with the lock held; lazily, so merely creating a manager starts no thread.
         if self._thread is None:
@@ -171,7 +204,6 @@ class JobManager:
             return self._current
 
     def _run_job(self, job: _Job) -> None:
-        experiment: Experiment | None = None
         try:
             self.store.set_status(job.run_id, "running")
             if job.stop.is_set():  # stopped in the moment it left the queue: skip the costly prepare
@@ -179,67 +211,27 @@ class JobManager:
                                   model_path=None)
                 return
             experiment = self._factory(job.config)
-            experiment.prepare()
-            self._train(job, experiment)
-        except FedlabError as exc:
-            self._record_failure(job, _one_line(str(exc)) or type(exc).__name__, experiment)
         except Exception as exc:
-            log.exception("run %s failed with an internal error", job.run_id)
-            self._record_failure(job, _one_line(f"internal error: {type(exc).__name__}: {exc}"), experiment)
-        finally:
-            if experiment is not None:
-                _close(experiment, job.run_id)
-
-    def _train(self, job: _Job, experiment: Experiment) -> None:
-        board = self._tensorboard_log(job)
-        try:
-            rounds_done = self._record_rounds(job, experiment, board)
-        finally:
-            if board is not None:
-                board.close()
-        stopped = job.stop.is_set()
-        extra = dict(experiment.summary())
-        if board is not None and board.error is not None:
-            extra["tensorboard_error"] = _one_line(board.error)
-        if rounds_done == 0:
-            # Stopped before any round: there is no trained state to test or save.
-            self.store.finish(job.run_id, status="stopped" if stopped else "finished", test=None, baselines=None,
-                              timing=dict(experiment.timing), model_path=None, extra=extra)
+            if not isinstance(exc, FedlabError):
+                log.exception("run %s failed with an internal error", job.run_id)
+            record_end(self.store, job.run_id, "failed", failure_message(exc))
             return
-        self.store.set_status(job.run_id, "testing")
-        test = experiment.test()
-        baselines = experiment.baselines()
-        model_path = self._save_model(job, experiment, extra)
-        self.store.finish(job.run_id, status="stopped" if stopped else "finished", test=test, baselines=baselines,
-                          timing=dict(experiment.timing), model_path=model_path, extra=extra)
+        try:
+            record_run(self.store, job.run_id, experiment, stop=job.stop, board=self._tensorboard_log(job),
+                       save_model=functools.partial(self._save_model, job))
+        except FedlabError:
+            pass  # recorded with its message; nothing for the log
+        except Exception:
+            log.exception("run %s failed with an internal error", job.run_id)
+        finally:
+            _close(experiment, job.run_id)
 
     def _tensorboard_log(self, job: _Job) -> BestEffortLog | None:
         if self._tensorboard_dir is None:
             return None
         return BestEffortLog(log_dir_for(self._tensorboard_dir, job.run_id))
 
-    def _record_rounds(self, job: _Job, experiment: Experiment, board: BestEffortLog | None) -> int:
-        """Writes each round as it arrives; stops after the round during which stop was asked."""
-        if job.stop.is_set():
-            return 0
-        count = 0
-        records = experiment.rounds()
-        try:
-            for record in records:
-                self.store.add_round(job.run_id, record)
-                if board is not None:
-                    board.write(record)  # never raises: the store, not this log, is the record of the run
-                count += 1
-                if job.stop.is_set():
-                    break
-        finally:
-            # Close the generator now so the engine's own cleanup runs before testing.
-            close = getattr(records, "close", None)
-            if close is not None:
-                close()
-        return count
-
-    def _save_model(self, job: _Job, experiment: Experiment, extra: dict) -> str | None:
+    def _save_model(self, job: _Job, experiment: Trainable, extra: dict) -> str | None:
         """Saves to model_dir/<run_id>.keras. A failed save keeps the run's results (noted in extra)."""
         if self._model_dir is None:
             return None
@@ -249,17 +241,9 @@ class JobManager:
             experiment.save_model(str(path))
         except Exception as exc:
             log.exception("run %s: could not save the model to %s", job.run_id, path)
-            extra["model_error"] = _one_line(f"{type(exc).__name__}: {exc}")
+            extra["model_error"] = one_line(f"{type(exc).__name__}: {exc}")
             return None
         return str(path)
-
-    def _record_failure(self, job: _Job, message: str, experiment: Experiment | None) -> None:
-        timing = dict(experiment.timing) if experiment is not None else {}
-        try:
-            self.store.finish(job.run_id, status="failed", test=None, baselines=None, timing=timing,
-                              model_path=None, error=message)
-        except Exception:  # e.g. the run was deleted meanwhile; the worker goes on either way
-            log.exception("run %s: could not record its failure (%s)", job.run_id, message)
 
     def _mark_stopped(self, jobs: list[_Job]) -> None:
         for job in jobs:
@@ -269,13 +253,13 @@ class JobManager:
                 log.info("queued run %s was deleted before it was stopped", job.run_id)
 
 
-def _close(experiment: Experiment, run_id: str) -> None:
+def _no_room(limit: float) -> FedlabError:
+    return FedlabError(f"Not queued: one session may have at most {limit:.0f} runs queued or training on this "
+                       "server. Wait for one to finish, or stop one.")
+
+
+def _close(experiment: Trainable, run_id: str) -> None:
     try:
         experiment.close()
     except Exception:
         log.exception("run %s: error while closing the experiment", run_id)
-
-
-def _one_line(message: str) -> str:
-    line = " ".join(message.strip().split())
-    return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 1] + "…"

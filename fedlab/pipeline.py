@@ -58,9 +58,11 @@ def select_clients(users: pd.Series, top_users: int | None) -> np.ndarray:
     return chosen if top_users is None else chosen[:top_users]
 
 
-def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, habits: bool = False) -> SequenceData:
+def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, habits: bool = False,
+            seed: int = 0) -> SequenceData:
     """Turn a canonical check-in frame (see fedlab.loader) into client sequences; with `habits`, the inputs
-    also hold `user_habits` (see fedlab.features.user_habits), which costs (categories + 1) numbers per step."""
+    also hold `user_habits` (see fedlab.features.user_habits), which costs (categories + 1) numbers per step.
+    `seed` (the run's seed) deals the sequences to clients when `config.iid`; nothing else is random."""
     started = time.perf_counter()
     if frame.empty:
         raise DataError("the file holds no check-ins")
@@ -93,7 +95,7 @@ def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, h
         windows = mask_rows[sequences.window_rows(starts, config.n)] if len(starts) else np.zeros((0, config.n), np.int64)
         arrays[name] = _split_arrays(columns, cat_ids, windows, client_codes, n_clients)
     if config.iid:
-        rng = np.random.default_rng(config.seed)
+        rng = np.random.default_rng(seed)
         arrays = {name: _iid_reshuffle(a, rng) for name, a in arrays.items()}
 
     if len(arrays["train"]) == 0 or len(arrays["test"]) == 0:
@@ -176,12 +178,12 @@ def load_frame(config: DataConfig) -> tuple[pd.DataFrame, int]:
     return loaded.frame, sum(loaded.skipped.values())
 
 
-def load_and_prepare(config: DataConfig, *, habits: bool = False) -> SequenceData:
+def load_and_prepare(config: DataConfig, *, habits: bool = False, seed: int = 0) -> SequenceData:
     """Load and prepare data for training (CLI and engine): unlike `prepare` alone, it also needs validation
     sequences, since training keeps the round with the lowest validation loss (and Keras refuses empty data)."""
     started = time.perf_counter()
     frame, skipped = load_frame(config)
-    data = prepare(frame, config, skipped_rows=skipped, habits=habits)
+    data = prepare(frame, config, skipped_rows=skipped, habits=habits, seed=seed)
     if len(data.val) == 0:
         raise DataError(f"no client has enough check-ins for a validation sequence of N={config.n} (validation is "
                         "16% of each client's check-ins, just before its test part); choose a smaller N or more users")

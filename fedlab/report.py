@@ -24,45 +24,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fedlab import charts
-from fedlab.baselines import BASELINE_LABELS
 from fedlab.errors import FedlabError
 from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table, correlation_text
-from fedlab.records import PERSONALIZED_ROW, personalized_cell
+from fedlab.metrics_table import metrics_table, num, pct
 from fedlab.privacy import dp_epsilon, sampling_rate
+from fedlab.settings_text import settings_rows
 from fedlab.store import Run, RunStore, default_path, feature_label
 
 FIGURE_HEIGHT = "460px"  # figures that set no height of their own
-# (config key, label, text when the value is None); data.* keys are DataConfig fields.
-SETTINGS = (
-    ("data.data", "check-in file", "synthetic city"),
-    ("data.grouping", "category grouping (target classes)", "—"),
-    ("data.top_users", "users (most check-ins first)", "all"),
-    ("data.n", "check-ins per sequence (N)", "—"),
-    ("data.stride", "sequence stride", "N (no overlap)"),
-    ("data.iid", "IID reshuffle of clients", "—"),
-    ("data.skip_bad_rows", "skip unreadable rows", "—"),
-    ("features", "features", "—"),
-    ("mode", "training", "—"),
-    ("rounds", "maximum rounds (epochs when centralized)", "—"),
-    ("patience", "early-stopping patience (rounds)", "—"),
-    ("epochs", "local epochs per round", "—"),
-    ("batch_size", "batch size", "—"),
-    ("clients_per_round", "clients per round", "all"),
-    ("client_optimizer", "client optimizer", "—"),
-    ("client_lr", "client learning rate", "—"),
-    ("server_optimizer", "server optimizer", "—"),
-    ("server_lr", "server learning rate", "—"),
-    ("gru_units", "GRU units", "—"),
-    ("dropout", "GRU input dropout", "—"),
-    ("embedding_dim", "embedding size", "—"),
-    ("client_dropout", "client dropout (share failing to report)", "—"),
-    ("dp_clip", "DP clipping norm", "off"),
-    ("dp_noise", "DP noise multiplier", "—"),
-    ("personalize_epochs", "fine-tuning epochs per client before the test", "—"),
-    ("personalize_lr", "fine-tuning learning rate (SGD)", "—"),
-    ("workers", "TFF workers", "local"),
-    ("seed", "random seed", "—"),
-)
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
        padding: 1.5rem; color: #111827; line-height: 1.45; }
@@ -162,8 +131,8 @@ def _settings_section(entries: list[_Entry]) -> str:
     if any(errors):
         facts.append(("error", errors))
     settings = [("feature set", [feature_label(e.run.config.features) for e in entries])]
-    settings += [(label, [_setting(e.run.config.to_dict(), key, none) for e in entries])
-                 for key, label, none in SETTINGS]
+    rows = [settings_rows(e.run.config) for e in entries]  # the same labels, in the same order, for every run
+    settings += [(label, [r[i][1] for r in rows]) for i, (label, _) in enumerate(rows[0])]
     diff = len(entries) > 1
     body = "".join(_row([name, *values]) for name, values in facts)
     body += "".join(_row([name, *values], css="diff" if diff and len(set(values)) > 1 else "")
@@ -189,9 +158,10 @@ def _metrics_section(entries: list[_Entry], *, colors: dict[str, str], figures: 
     tested = [e for e in entries if e.run.test]
     if not tested:
         return _note("No test results: " + "; ".join(f"{e.label} is {e.run.status}" for e in entries) + ".")
-    rows = _metric_rows(tested)
+    rows = metrics_table({e.label: e.run.test for e in tested}, {e.label: e.run.baselines for e in tested},
+                         {e.label: e.rounds for e in tested})
     table = f"<table>{_head(['', *(e.label for e in tested)])}<tbody>"
-    table += "".join(_row([name, *values], numeric=True) for name, values in rows.items()) + "</tbody></table>"
+    table += "".join(_row([name, *values], numeric=True) for name, values in rows.iterrows()) + "</tbody></table>"
     first = tested[0]
     fig = charts.metrics_vs_baselines({e.label: e.run.test["accuracy"] for e in tested}, first.run.baselines or {},
                                       colors=colors)
@@ -203,32 +173,6 @@ def _metrics_section(entries: list[_Entry], *, colors: dict[str, str], figures: 
     if untested:
         caption += " No test results for " + ", ".join(untested) + "."
     return table + figures.html(fig) + _note(caption)
-
-
-def _metric_rows(entries: list[_Entry]) -> dict[str, list[str]]:
-    """Row label -> one display value per run: test metrics, then each baseline of the run's own test data."""
-    rows: dict[str, list[str]] = {}
-    any_tuned = any((e.run.test or {}).get("personalized") for e in entries)
-    for entry in entries:
-        test, base = entry.run.test or {}, entry.run.baselines or {}
-        best_base = max(base.values(), default=None)
-        gain = None if best_base is None or test.get("accuracy") is None else test["accuracy"] - best_base
-        cells = {
-            "acc@1 (test accuracy)": _pct(test.get("accuracy")),
-            "acc@5 (top-5 accuracy)": _pct(test.get("top5_accuracy")),
-            "MRR (mean reciprocal rank)": _num(test.get("mrr")),
-            "test loss (nats)": _num(test.get("loss")),
-            "test targets scored": _int(test.get("examples")),
-            "rounds trained": str(len(entry.rounds)),
-            "best validation accuracy": _pct(entry.rounds["val_accuracy"].max() if len(entry.rounds) else None),
-            "acc@1 minus best baseline": "—" if gain is None else f"{gain * 100:+.1f} points",
-        }
-        if any_tuned:  # a row for all runs, or none
-            cells[PERSONALIZED_ROW] = personalized_cell(test)
-        cells.update({f"baseline · {label}": _pct(base.get(key)) for key, label in BASELINE_LABELS.items()})
-        for name, text in cells.items():
-            rows.setdefault(name, []).append(text)
-    return rows
 
 
 def _classes_section(entries: list[_Entry], *, colors: dict[str, str], figures: _Figures) -> str:
@@ -409,19 +353,6 @@ def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
 
 
-def _setting(config: dict, key: str, none_text: str) -> str:
-    value: Any = config
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is None or value == [] or value == ():
-        return none_text
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
 def _time(moment: datetime | None) -> str:
     return "—" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -430,13 +361,4 @@ def _epsilon(value: float) -> str:
     return "∞ (no noise: no guarantee)" if math.isinf(value) else f"{value:.2f}"
 
 
-def _pct(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.1%}"
-
-
-def _num(value) -> str:
-    return "—" if value is None else f"{float(value):.3f}"
-
-
-def _int(value) -> str:
-    return "—" if value is None else f"{int(value):,}"
+_pct, _num = pct, num  # the metrics table's formats, for the other tables of the report

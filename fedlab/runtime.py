@@ -2,7 +2,11 @@
 
 TFF's stock local context starts `worker_binary` with our stdout/stderr and only stops it in a
 finaliser, so it can outlive Python and hold pipes open (hanging CI). Here the process gets no
-pipes of ours, dies with its parent (PR_SET_PDEATHSIG), and is stopped on close() and at exit.
+pipes of ours, dies with this process (PR_SET_PDEATHSIG), and is stopped on close() and at exit.
+
+The binary has no bind-address flag and would listen on every interface, running any computation sent
+to it. A local worker therefore runs with fedlab's preload shim (fedlab/native/worker_shim.c, built by
+`make shim`), which keeps it on loopback; docs/security.md says more.
 
 With `workers` (host:port of workers started by `python -m fedlab worker`), a round's clients are
 split across the workers by TFF's mergeable-computation context: each worker trains its share and
@@ -18,21 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
-import ctypes
 import functools
 import importlib.util
+import ipaddress
 import os
+import queue
+import shutil
 import signal
 import subprocess
+import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
 import portpicker
+import psutil
 
+from fedlab import tff_internals
 from fedlab.errors import FedlabError
 
 _GRPC_OPTIONS = [
@@ -40,11 +50,14 @@ _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 2_000_000_000),
     ("grpc.max_send_message_length", 2_000_000_000),
 ]
-_PR_SET_PDEATHSIG = 1
 CONNECT_TIMEOUT = 5.0  # seconds to wait for a remote worker before the run fails
 # gRPC codes meaning the connection, not the computation, failed.
 _LOST_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
 _MAX_DETAIL = 300
+# The address a loopback-only worker accepts (the shim binds its dual-stack socket to ::ffff:127.0.0.1).
+LOOPBACK_HOST = "127.0.0.1"
+WORKER_SHIM = Path(__file__).resolve().parent / "native" / "libfedlab_worker.so"  # built by `make shim`
+ALLOW_OPEN_WORKER = "FEDLAB_ALLOW_OPEN_WORKER"
 
 
 class WorkerError(FedlabError):
@@ -57,11 +70,6 @@ def worker_binary_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FedlabError("tensorflow-federated is not installed; run 'make test' or install requirements.txt")
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "worker_binary"
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # Most of a worker's time goes to TensorFlow instantiating each client's training function, which is
@@ -82,28 +90,128 @@ def worker_allocator(environ: dict | None = None) -> str | None:
     return next((path for path in JEMALLOC_PATHS if Path(path).is_file()), None)
 
 
-def worker_environment(env: dict | None = None) -> dict:
-    """The worker's environment: ours (or `env`), plus the allocator preload where one is found."""
+def worker_shim(environ: Mapping | None = None) -> Path | None:
+    """The preload library that keeps a local worker on loopback and ties it to this process:
+    FEDLAB_WORKER_SHIM (a path), else the one `make shim` builds; None when that file is missing."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get("FEDLAB_WORKER_SHIM") or WORKER_SHIM)
+    return path if path.is_file() else None
+
+
+def _no_shim_refusal(environ: Mapping) -> str:
+    where = environ.get("FEDLAB_WORKER_SHIM") or WORKER_SHIM
+    return (f"refusing to start a local TFF worker: its loopback shim {where} is missing, and without it the "
+            f"worker would listen on every network interface and run computations sent by anyone who reaches "
+            f"it; run 'make shim' (needs a C compiler: apt-get install gcc), or set {ALLOW_OPEN_WORKER}=1 to "
+            f"accept that risk (docs/security.md)")
+
+
+def check_local_worker_allowed(environ: Mapping | None = None) -> None:
+    """The FedlabError a local run would stop with for want of the loopback shim; cheap, so callers can check
+    before loading data or building models."""
+    environ = os.environ if environ is None else environ
+    if worker_shim(environ) is None and environ.get(ALLOW_OPEN_WORKER) != "1":
+        raise FedlabError(_no_shim_refusal(environ))
+
+
+def worker_environment(env: Mapping | None = None, *, shim: Path | None = None) -> dict:
+    """The worker's environment: ours (or `env`), plus the allocator (where one is found) and `shim` preloaded."""
     env = dict(os.environ if env is None else env)
-    library = worker_allocator(env)
-    if library is not None and library not in env.get("LD_PRELOAD", ""):
-        env["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
+    for library in (str(shim) if shim else None, worker_allocator(env)):  # the allocator ends up first
+        if library is not None and library not in env.get("LD_PRELOAD", "").split():
+            env["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
     return env
 
 
-def start_worker(*, port: int, max_concurrent_calls: int = -1, tie_to_parent: bool = True, log_file=None,
-                 env: dict | None = None, own_process_group: bool = False) -> subprocess.Popen:
-    """Start one TFF worker_binary. With tie_to_parent it is killed when this thread's process dies.
+class _Launcher:
+    """One daemon thread that starts every worker. A worker's PR_SET_PDEATHSIG fires when the thread that
+    started it exits, and a run's own thread (the dashboard's training thread, a CLI helper) may end
+    while its Runtime is still open; this thread lives as long as the process."""
 
-    The binary has no bind-address flag: it listens on every interface ([::]:port).
-    With own_process_group a terminal's Ctrl-C reaches only us, and we stop the worker in order.
+    def __init__(self):
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="fedlab-worker-launcher", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            future, args, kwargs = self._requests.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(subprocess.Popen(args, **kwargs))
+                except BaseException as exc:  # handed to the caller
+                    future.set_exception(exc)
+
+    def popen(self, args: list[str], **kwargs) -> subprocess.Popen:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._requests.put((future, args, kwargs))
+        try:
+            return future.result()
+        except BaseException:  # e.g. Ctrl-C while waiting: nobody will own the process, so stop it
+            future.add_done_callback(lambda done: done.exception() is None and stop_process(done.result()))
+            raise
+
+
+@functools.cache
+def _launcher(pid: int) -> _Launcher:
+    """The launcher of process `pid` (keyed by pid: a forked child does not inherit its parent's thread)."""
+    return _Launcher()
+
+
+def start_worker(*, port: int, loopback_only: bool, max_concurrent_calls: int = -1, tie_to_parent: bool = True,
+                 log_file=None, env: Mapping | None = None, own_process_group: bool = False) -> subprocess.Popen:
+    """Start one TFF worker_binary.
+
+    loopback_only: it accepts connections from this machine only, at 127.0.0.1:port (the shim rewrites its
+    bind to every interface); without the shim this is a FedlabError unless FEDLAB_ALLOW_OPEN_WORKER=1.
+    Otherwise it listens on every interface ([::]:port): the binary has no bind-address flag.
+    tie_to_parent: it is killed when this process dies (PR_SET_PDEATHSIG, set after exec by the shim, or by
+    util-linux setpriv where the shim is missing).
+    own_process_group: a terminal's Ctrl-C reaches only us, and we stop the worker in order.
     """
+    environ = dict(os.environ if env is None else env)
+    shim = worker_shim(environ)
+    if loopback_only:
+        check_local_worker_allowed(environ)
+    worker_env = worker_environment(environ, shim=shim)
+    for name in ("FEDLAB_WORKER_LOOPBACK", "FEDLAB_WORKER_PARENT"):  # only what we set below reaches the shim
+        worker_env.pop(name, None)
+    launcher: list[str] = []
+    if shim is not None and loopback_only:
+        worker_env["FEDLAB_WORKER_LOOPBACK"] = "1"
+    if tie_to_parent and shim is not None:
+        worker_env["FEDLAB_WORKER_PARENT"] = str(os.getpid())
+    elif tie_to_parent and shutil.which("setpriv"):
+        launcher = ["setpriv", "--pdeathsig", "KILL"]
     args = [str(worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_concurrent_calls}"]
     sink = log_file if log_file is not None else subprocess.DEVNULL
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True,
-                            env=worker_environment(env),
-                            preexec_fn=_die_with_parent if tie_to_parent else None,
-                            process_group=0 if own_process_group else None)
+    return _launcher(os.getpid()).popen(launcher + args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                        close_fds=True, env=worker_env,
+                                        process_group=0 if own_process_group else None)
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The IP addresses process `pid` listens on (TCP)."""
+    return {conn.laddr.ip for conn in psutil.Process(pid).net_connections(kind="tcp")
+            if conn.status == psutil.CONN_LISTEN}
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1, a dual-stack socket's IPv4 loopback
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_loopback_only(process: subprocess.Popen, environ: Mapping | None = None) -> None:
+    """After a loopback-only worker listens: a FedlabError (and the worker stopped) if it listens anywhere
+    else, e.g. because the shim could not be preloaded. Nothing to check where the shim is missing (then
+    only FEDLAB_ALLOW_OPEN_WORKER=1 let it start)."""
+    if worker_shim(environ) is None:
+        return
+    exposed = sorted(address for address in listening_addresses(process.pid) if not is_loopback(address))
+    if exposed:
+        stop_process(process)
+        raise FedlabError(f"the local TFF worker listens on {', '.join(exposed)}, not only on loopback: its shim "
+                          f"{worker_shim(environ)} did not take effect; rebuild it with 'make shim'")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -122,30 +230,32 @@ def _start_hint(target: str) -> str:
             f"or check the address")
 
 
-def wait_until_ready(stub, *, target: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_ready(states: Mapping[str, object], *, timeout: float,
+               processes: Mapping[str, subprocess.Popen] | None = None, stop: threading.Event | None = None) -> None:
+    """Waits until every target's connection (anything with `is_ready`) is ready, all at once (N unreachable
+    workers cost one timeout, not N). `processes`: the workers we started, by target (one that exits is an
+    error at once). `stop`: return early once it is set. A WorkerError names what did not answer."""
+    processes = processes or {}
     deadline = time.monotonic() + timeout
-    while not stub.is_ready:
-        if process is not None and process.poll() is not None:
-            raise WorkerError(f"the TFF worker at {target} exited at start (status {process.returncode})")
-        if time.monotonic() > deadline:
-            if process is not None:
-                raise WorkerError(f"the TFF worker started at {target} did not answer within {timeout:g} s")
-            raise WorkerError(f"no TFF worker answers at {target} within {timeout:g} s; {_start_hint(target)}")
-        time.sleep(0.05)
-
-
-def _wait_all_ready(stubs: dict[str, object], timeout: float) -> None:
-    """Waits for every worker at once (so N unreachable workers cost one timeout, not N)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        missing = [target for target, stub in stubs.items() if not stub.is_ready]
+    while not (stop is not None and stop.is_set()):
+        missing = [target for target, state in states.items() if not state.is_ready]
         if not missing:
             return
+        for target in missing:
+            process = processes.get(target)
+            if process is not None and process.poll() is not None:
+                raise WorkerError(f"the TFF worker at {target} exited at start (status {process.returncode})")
         if time.monotonic() > deadline:
+            started = [target for target in missing if target in processes]
+            if started:
+                raise WorkerError(f"the TFF worker started at {started[0]} did not answer within {timeout:g} s")
             hint = (_start_hint(missing[0]) if len(missing) == 1
                     else "start 'python -m fedlab worker' on each or check the addresses")
             raise WorkerError(f"no TFF worker answers at {', '.join(missing)} within {timeout:g} s; {hint}")
-        time.sleep(0.05)
+        if stop is not None:
+            stop.wait(0.05)
+        else:
+            time.sleep(0.05)
 
 
 class ChannelState:
@@ -170,7 +280,7 @@ def check_workers(targets: Sequence[str], *, timeout: float = CONNECT_TIMEOUT) -
     """
     channels = {target: grpc.insecure_channel(target, _GRPC_OPTIONS) for target in dict.fromkeys(targets)}
     try:
-        _wait_all_ready({target: ChannelState(channel) for target, channel in channels.items()}, timeout)
+        wait_ready({target: ChannelState(channel) for target, channel in channels.items()}, timeout=timeout)
     finally:
         for channel in channels.values():
             channel.close()
@@ -200,11 +310,9 @@ def translate_worker_errors(where: str = "a TFF worker") -> Iterator[None]:
 @functools.cache
 def _tff_classes():
     """Our stub and executor; built on first use so that importing this module does not import TFF."""
-    from tensorflow_federated.proto.v0 import executor_pb2
-    from tensorflow_federated.python.core.impl.executors import (remote_executor, remote_executor_grpc_stub,
-                                                                 value_serialization)
+    tff = tff_internals.modules()
 
-    class WorkerStub(remote_executor_grpc_stub.RemoteExecutorGrpcStub):
+    class WorkerStub(tff.remote_executor_grpc_stub.RemoteExecutorGrpcStub):
         """TFF's stub, but a gRPC error is a WorkerError naming the worker, never a retryable error
         (TFF's context retries those forever, so a lost worker would hang the round)."""
 
@@ -245,15 +353,15 @@ def _tff_classes():
             with contextlib.suppress(grpc.RpcError, ValueError):
                 return super().dispose_executor(request)
 
-    class OverlappingRemoteExecutor(remote_executor.RemoteExecutor):
+    class OverlappingRemoteExecutor(tff.remote_executor.RemoteExecutor):
         """TFF's RemoteExecutor with its blocking Compute run in a thread: the event loop then sends the
         next worker its share while this one computes, so several workers' subrounds overlap."""
 
         async def _compute(self, value_ref, type_spec):
             self._check_has_executor_id()
-            request = executor_pb2.ComputeRequest(executor=self._executor_id, value_ref=value_ref)
+            request = tff.executor_pb2.ComputeRequest(executor=self._executor_id, value_ref=value_ref)
             response = await asyncio.to_thread(self._stub.compute, request)
-            value, _ = value_serialization.deserialize_value(response.value, type_spec)
+            value, _ = tff.value_serialization.deserialize_value(response.value, type_spec)
             return value
 
     return WorkerStub, OverlappingRemoteExecutor
@@ -261,25 +369,21 @@ def _tff_classes():
 
 def _remote_context_kwargs(stub, *, default_num_clients: int = 0) -> dict:
     """What an (a)sync TFF execution context needs to run on one worker through `stub`."""
-    from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-    from tensorflow_federated.python.core.impl.types import placements
-
+    tff = tff_internals.modules()
     _, executor_class = _tff_classes()
 
     def stack_fn(cardinalities):
         # The remote stack needs a clients cardinality, 0 when none is given (as TFF's local factory).
-        if cardinalities.get(placements.CLIENTS) is None:
-            cardinalities[placements.CLIENTS] = default_num_clients
+        if cardinalities.get(tff.placements.CLIENTS) is None:
+            cardinalities[tff.placements.CLIENTS] = default_num_clients
         executor = executor_class(stub)
         executor.set_cardinalities(cardinalities)
         return executor
 
-    factory = python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
-    return dict(executor_fn=factory, compiler_fn=compiler.desugar_and_transform_to_native,
-                transform_args=tensorflow_computation.transform_args,
-                transform_result=tensorflow_computation.transform_result)
+    factory = tff.python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+    return dict(executor_fn=factory, compiler_fn=tff.compiler.desugar_and_transform_to_native,
+                transform_args=tff.tensorflow_computation.transform_args,
+                transform_result=tff.tensorflow_computation.transform_result)
 
 
 class Runtime:
@@ -310,39 +414,36 @@ class Runtime:
         return "the local TFF worker"
 
     def _build(self, max_concurrent_calls: int, start_timeout: float, connect_timeout: float):
-        from tensorflow_federated.python.core.backends.native import execution_contexts
-        from tensorflow_federated.python.core.impl.execution_contexts import (async_execution_context,
-                                                                              sync_execution_context)
-
+        tff = tff_internals.modules()
         stub_class, _ = _tff_classes()
         if not self.workers:
             port = portpicker.pick_unused_port()
-            process = start_worker(port=port, max_concurrent_calls=max_concurrent_calls)
+            process = start_worker(port=port, max_concurrent_calls=max_concurrent_calls, loopback_only=True)
             self._processes.append(process)
-            target = f"localhost:{port}"
+            target = f"{LOOPBACK_HOST}:{port}"
             channel = grpc.insecure_channel(target, _GRPC_OPTIONS)
             self._channels.append(channel)
             stub = stub_class(channel, where=f"the local TFF worker (pid {process.pid}, {target})")
-            wait_until_ready(stub, target=target, timeout=start_timeout, process=process)
-            return sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stub))
+            wait_ready({target: stub}, timeout=start_timeout, processes={target: process})
+            check_loopback_only(process)
+            return tff.sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stub))
         stubs = {}
         for target in self.workers:
             channel = grpc.insecure_channel(target, _GRPC_OPTIONS)
             self._channels.append(channel)
             stubs.setdefault(target, []).append(stub_class(channel, where=f"the TFF worker at {target}"))
-        _wait_all_ready({target: found[0] for target, found in stubs.items()}, connect_timeout)
+        wait_ready({target: found[0] for target, found in stubs.items()}, timeout=connect_timeout)
         if len(self.workers) == 1:  # nothing to split: the local runtime's context, on that worker
-            return sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stubs[self.workers[0]][0]))
-        contexts = [async_execution_context.AsyncExecutionContext(**_remote_context_kwargs(stub))
+            return tff.sync_execution_context.SyncExecutionContext(
+                **_remote_context_kwargs(stubs[self.workers[0]][0]))
+        contexts = [tff.async_execution_context.AsyncExecutionContext(**_remote_context_kwargs(stub))
                     for found in stubs.values() for stub in found]
-        return execution_contexts.create_mergeable_comp_execution_context(contexts)
+        return tff.execution_contexts.create_mergeable_comp_execution_context(contexts)
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
-        from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-
         try:
-            with translate_worker_errors(self.where), context_stack_impl.context_stack.install(self.context):
+            with translate_worker_errors(self.where), tff_internals.modules().context_stack.install(self.context):
                 yield
         except BaseException:
             self._cancel_leftover_subrounds()
@@ -351,8 +452,8 @@ class Runtime:
     def _cancel_leftover_subrounds(self) -> None:
         """When one worker's share of a round fails, TFF leaves the other shares running; cancel them
         (else each ends later in 'Task exception was never retrieved' on stderr)."""
-        loop = getattr(getattr(self.context, "_async_runner", None), "_event_loop", None)
-        if loop is None or loop.is_closed():
+        loop = tff_internals.event_loop(self.context)
+        if loop is None:
             return
 
         def cancel_all():
@@ -371,33 +472,17 @@ class Runtime:
             channel.close()
         self._channels = []
         _stop_all(self._processes)
-        _stop_event_loop(self.context if hasattr(self, "context") else None)
+        tff_internals.stop_event_loop(getattr(self, "context", None))
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()
             atexit.unregister(finalizer)
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _stop_event_loop(context) -> None:
-    """TFF's contexts run an event loop in a thread that keeps itself alive; stop it, or every run leaks
-    two threads."""
-    runner = getattr(context, "_async_runner", None)
-    loop = getattr(runner, "_event_loop", None)
-    if loop is None or loop.is_closed():
-        return
-    with contextlib.suppress(Exception):
-        asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    runner._thread.join(5)
-    if not runner._thread.is_alive():
-        loop.close()
-    runner._finalizer = lambda *args: None  # its own finaliser would touch the closed loop
 
 
 def _stop_all(processes: list[subprocess.Popen]) -> None:
@@ -407,39 +492,35 @@ def _stop_all(processes: list[subprocess.Popen]) -> None:
 
 @contextlib.contextmanager
 def local_workers(count: int, *, start_timeout: float = 60.0) -> Iterator[list[str]]:
-    """`count` workers on this machine (loopback addresses), stopped on exit; for the bench and tests."""
-    processes = []
+    """`count` loopback-only workers on this machine, stopped on exit; for the bench and tests."""
+    processes: dict[str, subprocess.Popen] = {}
+    channels = []
     try:
-        targets = []
         for _ in range(count):
             port = portpicker.pick_unused_port()
-            processes.append(start_worker(port=port))
-            targets.append(f"localhost:{port}")
-        deadline = time.monotonic() + start_timeout
-        for process, target in zip(processes, targets):
-            channel = grpc.insecure_channel(target, _GRPC_OPTIONS)
-            try:
-                wait_until_ready(ChannelState(channel), target=target,
-                                 timeout=max(deadline - time.monotonic(), 0.1), process=process)
-            finally:
-                channel.close()
-        yield targets
+            target = f"{LOOPBACK_HOST}:{port}"
+            processes[target] = start_worker(port=port, loopback_only=True)
+            channels.append(grpc.insecure_channel(target, _GRPC_OPTIONS))
+        states = {target: ChannelState(channel) for target, channel in zip(processes, channels)}
+        wait_ready(states, timeout=start_timeout, processes=processes)
+        for channel in channels:
+            channel.close()
+        channels = []
+        for process in processes.values():
+            check_loopback_only(process)
+        yield list(processes)
     finally:
-        _stop_all(processes)
+        for channel in channels:
+            channel.close()
+        _stop_all(list(processes.values()))
 
 
 def running_worker_pids() -> list[int]:
     """Pids of worker_binary processes whose parent is this process (for tests and the CLI)."""
     binary = str(worker_binary_path())
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if cmd == binary and ppid == os.getpid():
-            found.append(int(entry.name))
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, IndexError):
+            if child.cmdline()[0] == binary:
+                found.append(child.pid)
     return found

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from fedlab.config import PRESETS, ExperimentConfig
 from fedlab.errors import FedlabError
@@ -28,9 +29,9 @@ from fedlab.records import RoundRecord, TestReport
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PATH = Path("runs") / "fedlab.db"
-# The dashboard's store: runs/fedlab.db in the project folder, whatever the working directory.
-APP_DB_PATH = Path(__file__).resolve().parent.parent / DEFAULT_PATH
+# The store of the project folder, whatever the working directory: the dashboard, `fedlab run`, `fedlab demo`,
+# `fedlab runs` and `fedlab report` all use it unless FEDLAB_DB names another (see default_path).
+PROJECT_DB_PATH = Path(__file__).resolve().parent.parent / "runs" / "fedlab.db"
 SCHEMA_VERSION = 1
 
 STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")
@@ -46,6 +47,7 @@ _ROUND_DTYPES = {"round": "int64", "train_loss": "float64", "train_accuracy": "f
 # Tells this process apart from an earlier one that had the same pid (containers restart at low pids).
 _PROCESS_TOKEN = uuid.uuid4().hex
 _INTERRUPTED_MESSAGE = "the process running this run ended before it finished"
+_START_TOLERANCE_S = 0.1  # process start times are kept in clock ticks; a reused pid started later
 
 
 class StoreError(FedlabError):
@@ -81,10 +83,18 @@ class Run:
         return self.status in STOPPABLE_STATUSES
 
 
+@dataclass(frozen=True)
+class RoundSummary:
+    """What the run table shows of a run's rounds."""
+
+    rounds: int
+    best_val_accuracy: float | None
+
+
 class RunStore:
     """Runs and rounds in one SQLite file; see the module docstring for the concurrency model."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_PATH, *, busy_timeout_ms: int = 10_000):
+    def __init__(self, path: str | os.PathLike, *, busy_timeout_ms: int = 10_000):
         self.path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +183,12 @@ class RunStore:
                                 " ORDER BY round", (run_id,)).fetchall()
         return _rounds_frame([tuple(row) for row in rows])
 
+    def round_summaries(self) -> dict[str, RoundSummary]:
+        """Run id -> its round count and best validation accuracy, for every run with rounds, in one query."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT run_id, COUNT(*), MAX(val_accuracy) FROM rounds GROUP BY run_id").fetchall()
+        return {run_id: RoundSummary(rounds=count, best_val_accuracy=best) for run_id, count, best in rows}
+
     def rename(self, run_id: str, name: str) -> None:
         name = name.strip()
         if not name:
@@ -185,8 +201,7 @@ class RunStore:
         """Deletes the run, its rounds, the reference to it, and its model file when inside the store's folder."""
         with self._write() as conn:
             model_path = self._require(conn, run_id)["model_path"]
-            conn.execute("DELETE FROM rounds WHERE run_id = ?", (run_id,))
-            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))  # its rounds go with it (ON DELETE CASCADE)
             conn.execute("DELETE FROM meta WHERE key = 'reference' AND value = ?", (run_id,))
         if model_path:
             self._delete_model_file(Path(model_path))
@@ -211,12 +226,14 @@ class RunStore:
     def mark_interrupted(self) -> int:
         """Flips runs left queued, running or testing by a process that no longer exists to "interrupted".
 
-        Runs owned by a live process (this one, or a CLI run next door) are left alone.
+        Runs owned by a live process (this one, or a `fedlab run` in a terminal) are left alone. Cheap when
+        nothing is orphaned (one read, no write lock), so pages may call it on every visit.
         """
+        with self._read() as conn:
+            if not _orphans(conn):
+                return 0
         with self._write() as conn:
-            rows = conn.execute(f"SELECT id, owner FROM runs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})",
-                                ACTIVE_STATUSES).fetchall()
-            dead = [row["id"] for row in rows if not _owner_alive(row["owner"])]
+            dead = _orphans(conn)  # again under the write lock: another process may have flipped them
             now = _now()
             conn.executemany("UPDATE runs SET status = 'interrupted', finished_at = ?,"
                              " error = COALESCE(error, ?) WHERE id = ?",
@@ -259,6 +276,8 @@ class RunStore:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        # SQLite leaves foreign keys off per connection; on, deleting a run deletes its rounds (ON DELETE CASCADE).
+        conn.execute("PRAGMA foreign_keys = ON")
         # NORMAL in WAL survives a killed process (not a power cut) and keeps each round's commit cheap.
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
@@ -347,13 +366,8 @@ class RunStore:
 
 
 def default_path() -> Path:
-    """FEDLAB_DB when set, else runs/fedlab.db under the working directory (one rule for app and CLI)."""
-    return Path(os.environ.get("FEDLAB_DB") or DEFAULT_PATH)
-
-
-def app_db_path() -> Path:
-    """FEDLAB_DB when set, else APP_DB_PATH: the store the dashboard opens and `fedlab demo` fills."""
-    return Path(os.environ.get("FEDLAB_DB") or APP_DB_PATH).expanduser().resolve()
+    """The one rule for every command and the dashboard: FEDLAB_DB when set, else PROJECT_DB_PATH."""
+    return Path(os.environ.get("FEDLAB_DB") or PROJECT_DB_PATH).expanduser().resolve()
 
 
 def default_name(config: ExperimentConfig) -> str:
@@ -495,7 +509,16 @@ def _loads(text: str | None) -> Any:
 
 
 def _owner() -> str:
-    return _dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": _PROCESS_TOKEN})
+    # The start time tells this process apart from a later one that reuses its pid.
+    return _dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": _PROCESS_TOKEN,
+                   "started": psutil.Process().create_time()})
+
+
+def _orphans(conn: sqlite3.Connection) -> list[str]:
+    """Ids of the active runs whose owner process is gone."""
+    rows = conn.execute(f"SELECT id, owner FROM runs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})",
+                        ACTIVE_STATUSES).fetchall()
+    return [row["id"] for row in rows if not _owner_alive(row["owner"])]
 
 
 def _owner_alive(owner_text: str | None) -> bool:
@@ -510,26 +533,17 @@ def _owner_alive(owner_text: str | None) -> bool:
         return False
     if pid == os.getpid():
         return owner.get("token") == _PROCESS_TOKEN
-    return _pid_alive(pid)
+    return _process_alive(pid, owner.get("started"))
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":
-        # os.kill(pid, 0) would terminate the process on Windows; treat other processes as gone.
-        return False
+def _process_alive(pid: int, started: float | None) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        # A killed child its parent has not reaped yet still exists, as a zombie.
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - started) < _START_TOLERANCE_S
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True  # exists, owned by another user
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    # A killed child its parent has not reaped yet still answers signal 0.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]

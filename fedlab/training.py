@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable
 
 from fedlab.config import ExperimentConfig
-from fedlab.engine import BuildCache, Experiment
+from fedlab.engine import BuildCache, experiment_factory
 from fedlab.records import RoundRecord
 from fedlab.tblog import BestEffortLog
 
@@ -19,7 +19,7 @@ def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundReco
     With `tensorboard_log_dir`, each round also goes to a TensorBoard log in exactly that folder; a failure
     to write it is logged and leaves training alone.
     """
-    experiment = Experiment(config, cache=cache)
+    experiment = experiment_factory(cache)(config)
     board = BestEffortLog(tensorboard_log_dir) if tensorboard_log_dir is not None else None
     try:
         experiment.prepare()

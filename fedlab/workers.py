@@ -1,13 +1,13 @@
-"""`python -m fedlab worker --port P --allow-remote`: one TFF worker in the foreground.
+"""`python -m fedlab worker --port P [--allow-remote]`: one TFF worker in the foreground.
 
 It runs TFF's packaged C++ executor service (`worker_binary`, the same program the local runtime
 starts) until Ctrl-C or SIGTERM, then stops it. `fedlab run/bench --workers host:P,...` train on it.
 
-The packaged binary has no bind-address flag (`worker_binary --helpfull` lists only --port,
---max_concurrent_computation_calls and --grpc_max_message_length_megabytes): it always listens on
-every interface ([::]:P), and it runs any computation from anyone who reaches that port. So this
-command refuses to start unless --allow-remote confirms that the port is on a private network or
-firewalled (for one machine, or over an SSH tunnel, block the port from outside: the README, "Training on several machines").
+The worker runs any computation from anyone who reaches its port, and the packaged binary has no
+bind-address flag (it asks for [::]:P, every interface). By default this command starts it as the local
+runtime does, on loopback only (127.0.0.1:P, through fedlab's preload shim): reachable from this machine,
+or from another one over an SSH tunnel. --allow-remote leaves it on every interface, for a private network
+or a firewalled port (docs/security.md; the README, "Training on several machines").
 """
 from __future__ import annotations
 
@@ -18,23 +18,20 @@ import signal
 import socket
 import sys
 import threading
-import time
 
 from fedlab.errors import FedlabError
-
-REFUSAL = ("the TFF worker program has no option to listen on loopback only: it listens on every network "
-           "interface of this machine and runs any computation sent by anyone who reaches its port. Start it "
-           "only where that port is reachable from trusted machines alone (a private network, a firewall, or "
-           "behind an SSH tunnel with the port blocked from outside; see 'Training on several machines' in the README), and pass "
-           "--allow-remote to confirm")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("worker", help="run one TFF worker in the foreground for 'run/bench --workers'",
-                       description=f"Run TFF's worker (its C++ executor service) until Ctrl-C or SIGTERM. {REFUSAL}.")
-    p.add_argument("--port", type=_port, required=True, help="TCP port to listen on (every interface)")
+                       description="Run TFF's worker (its C++ executor service) until Ctrl-C or SIGTERM, on "
+                                   "127.0.0.1 only (other machines reach it over an SSH tunnel). With --allow-remote "
+                                   "it listens on every network interface: only on a private network or with "
+                                   "the port firewalled, as anyone who reaches it can run any computation here.")
+    p.add_argument("--port", type=_port, required=True, help="TCP port to listen on (127.0.0.1 only by default)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="confirm that the port may be reachable from other machines (it is on every interface)")
+                   help="listen on every network interface, so that other machines can connect (only on a "
+                        "private network or with the port firewalled: anyone who reaches it runs code here)")
     p.add_argument("--max-concurrent-calls", type=int, default=-1,
                    help="most clients this worker trains at once (default: no limit)")
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for the worker to listen")
@@ -73,9 +70,7 @@ def port_in_use(port: int) -> bool:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    if not args.allow_remote:
-        raise FedlabError(REFUSAL)
-    from fedlab.runtime import start_worker, stop_process, worker_binary_path
+    from fedlab.runtime import LOOPBACK_HOST, check_loopback_only, start_worker, stop_process, worker_binary_path
 
     binary = worker_binary_path()
     if not binary.is_file():
@@ -95,14 +90,21 @@ def run_worker(args: argparse.Namespace) -> int:
     # It dies with us even if we are killed (PR_SET_PDEATHSIG). Its warnings and errors go to our stderr.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}
     process = start_worker(port=args.port, max_concurrent_calls=args.max_concurrent_calls, log_file=sys.stderr,
-                           env=env, own_process_group=True)
+                           env=env, own_process_group=True, loopback_only=not args.allow_remote)
     try:
         _wait_listening(process, args.port, args.start_timeout, stop)
         if not stop.is_set():
-            _log(f"TFF worker (pid {process.pid}) listening on port {args.port} on EVERY network interface "
-                 f"([::]:{args.port}); train on it with --workers {socket.gethostname()}:{args.port}")
-            _log("anyone who reaches this port can run any computation here: keep it on a private network "
-                 "or behind an SSH tunnel. Stop with Ctrl-C or SIGTERM")
+            if args.allow_remote:
+                _log(f"TFF worker (pid {process.pid}) listening on port {args.port} on EVERY network interface "
+                     f"([::]:{args.port}); train on it with --workers {socket.gethostname()}:{args.port}")
+                _log("anyone who reaches this port can run any computation here: keep it on a private network "
+                     "or firewalled (docs/security.md). Stop with Ctrl-C or SIGTERM")
+            else:
+                check_loopback_only(process, env)
+                _log(f"TFF worker (pid {process.pid}) listening on port {args.port} on this machine only "
+                     f"({LOOPBACK_HOST}:{args.port}); train on it with --workers {LOOPBACK_HOST}:{args.port}, "
+                     f"from another machine over an SSH tunnel (ssh -L {args.port}:{LOOPBACK_HOST}:{args.port} "
+                     f"{socket.gethostname()}), or restart it with --allow-remote. Stop with Ctrl-C or SIGTERM")
         while not stop.is_set() and process.poll() is None:
             stop.wait(0.5)
         if not stop.is_set():
@@ -118,19 +120,14 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _wait_listening(process, port: int, timeout: float, stop: threading.Event) -> None:
+    """Until the worker accepts connections on loopback (or `stop` is set); its messages go to our stderr."""
     import grpc
 
-    from fedlab.runtime import ChannelState
+    from fedlab.runtime import LOOPBACK_HOST, ChannelState, wait_ready
 
-    channel = grpc.insecure_channel(f"localhost:{port}")
+    target = f"{LOOPBACK_HOST}:{port}"
+    channel = grpc.insecure_channel(target)
     try:
-        state, deadline = ChannelState(channel), time.monotonic() + timeout
-        while not state.is_ready and not stop.is_set():
-            if process.poll() is not None:
-                raise FedlabError(f"the TFF worker exited at start (status {process.returncode}); "
-                                  "its messages are above")
-            if time.monotonic() > deadline:
-                raise FedlabError(f"the TFF worker did not listen on port {port} within {timeout:g} s")
-            stop.wait(0.05)
+        wait_ready({target: ChannelState(channel)}, timeout=timeout, processes={target: process}, stop=stop)
     finally:
         channel.close()

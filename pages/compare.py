@@ -1,7 +1,7 @@
 """Compare: two runs side by side, either two new ones or two from history."""
 import streamlit as st
 
-from pages import comparison, presentation, settings, sources, state
+from fedlab.dashboard import comparison, presentation, settings, sources, state
 
 state.ensure_navigation()
 
@@ -12,12 +12,32 @@ if not presenting:
                 "time) against the **biggest** one (every feature).")
     sources.source_banner()
 
+MODE_CHOSEN = "_cmp_mode_chosen"  # set once the user picks a mode themselves
+
+
+def nothing_chosen() -> bool:
+    """Nothing picked on Compare yet: mode untouched, no pair started, both forms still at their defaults."""
+    if st.session_state.get(MODE_CHOSEN) or comparison.compare_run_ids():
+        return False
+    return all(st.session_state.get(f"{prefix}_{field}", value) == value
+               for prefix, preset in (("cmp_a", "central"), ("cmp_b", "biggest"))
+               for field, value in settings.default_settings(preset).items())
+
+
+def mark_mode_chosen() -> None:
+    st.session_state[MODE_CHOSEN] = True
+
+
+# A new user sees results at once: two finished runs (the demo runs) from history rather than empty forms.
+if nothing_chosen():
+    st.session_state["cmp_mode"] = "history" if len(comparison.history_runs()) >= 2 else "new"
 state.set_default("cmp_mode", "new")
 if presenting:  # the settings stay hidden; the runs shown are the ones chosen before
     mode = st.session_state["cmp_mode"]
 else:
     mode = st.radio("What to compare", ["new", "history"], key="cmp_mode", horizontal=True,
                     format_func={"new": "Two new runs", "history": "Two finished runs from history"}.get,
+                    on_change=mark_mode_chosen,
                     help="Train two new runs with the settings below, or pick any two runs that already have results.")
 
 if mode == "new":

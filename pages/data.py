@@ -4,7 +4,7 @@ import streamlit as st
 from fedlab import charts
 from fedlab.categories import OTHER
 from fedlab.config import GROUPINGS, DataConfig
-from pages import presentation, settings, sources, state
+from fedlab.dashboard import presentation, settings, sources, state
 
 state.ensure_navigation()
 

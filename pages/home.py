@@ -2,7 +2,7 @@
 import streamlit as st
 
 from fedlab import charts
-from pages import history, presentation, sources, state
+from fedlab.dashboard import history, presentation, sources, state
 
 state.ensure_navigation()
 
@@ -20,20 +20,46 @@ st.markdown(
 
 
 def demo_section() -> None:
-    """The demo runs queued at first start: being prepared (refreshing every second) or ready to open."""
+    """The demo runs queued at start, the newest of each name: being prepared (refreshing every second),
+    finished, interrupted or failed, each said as it is."""
     runs = state.demo_runs()
     if not runs:
         return
+    latest = list(state.latest_by_name(runs).values())
     st.subheader("Demo runs")
-    if any(run.is_active for run in runs):
+    active = [run for run in latest if run.is_active]
+    if active:
         st.info("Demo runs are being prepared: the study's two models on a tiny synthetic city, so every page has "
                 "something to show. They train in the background, one after the other; your own runs queue "
                 "behind them.", icon=":material/hourglass_top:")
-    else:
-        st.caption("The demo runs have finished: open them on Runs, or put them side by side on Compare "
-                   "(two finished runs from history).")
-    st.dataframe(history.runs_table(state.run_store(), runs), hide_index=True, key="home_demo_runs",
+    for run in active:
+        earlier = next((r for r in runs[runs.index(run) + 1:] if r.name == run.name), None)  # newest first
+        if earlier is not None and earlier.status in state.REQUEUED_STATUSES:
+            st.caption(f"{run.name} {_how_it_ended(earlier)}; it is queued again.")
+    for run in latest:
+        if run.status in state.REQUEUED_STATUSES:
+            st.warning(f"{run.name} {_how_it_ended(run)}. {_next_time()}", icon=":material/warning:")
+        elif run.status == "stopped":
+            st.caption(f"{run.name} was stopped before it finished; `python -m fedlab demo` trains it.")
+    finished = [run.name for run in latest if run.status == "finished"]
+    if len(finished) == len(latest):
+        st.caption("The demo runs have finished: Compare shows them side by side, Runs opens each one.")
+    elif finished:
+        st.caption(f"{', '.join(finished)} finished: Runs opens it.")
+    st.dataframe(history.runs_table(state.run_store(), latest), hide_index=True, key="home_demo_runs",
                  column_config=history.RUNS_COLUMNS)
+
+
+def _how_it_ended(run) -> str:
+    if run.status == "interrupted":
+        return "was interrupted: the app stopped before it finished"
+    return f"failed: {run.error}" if run.error else "failed"
+
+
+def _next_time() -> str:
+    if state.demo_runs_switched_on():
+        return "It is queued again when the app next starts."
+    return f"Demo runs are switched off ({state.DEMO_SWITCH}=0); `python -m fedlab demo` trains it."
 
 
 def live_demo_section() -> None:

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from fedlab import charts
-from pages import history, presentation, results, state
+from fedlab.dashboard import access, history, presentation, results, state
 
 state.ensure_navigation()
 
@@ -10,6 +10,7 @@ st.title("Runs")
 st.markdown("Every run on this server, newest first, from every browser session.")
 
 store = state.run_store()
+store.mark_interrupted()  # a `fedlab run` killed in its terminal shows as interrupted, not running forever
 runs = store.list_runs()
 if not runs:
     st.info("No runs yet. Start one on the Train or Compare page.")
@@ -23,6 +24,7 @@ st.caption("Best val accuracy: the highest validation accuracy of any round. Tes
 run = history.run_picker(runs)
 st.divider()
 if not presentation.presenting():  # renaming, deleting and downloads are not for the projector
+    access.admin_unlock()
     history.run_actions(run)
     history.report_download([run.id], key=f"report_{run.id}")
 results.run_panel(run.id)

@@ -1,7 +1,7 @@
 """Train: choose features and settings, run, and watch the run round by round."""
 import streamlit as st
 
-from pages import history, presentation, results, settings, sources, state
+from fedlab.dashboard import history, presentation, results, settings, sources, state
 
 state.ensure_navigation()
 
@@ -14,15 +14,14 @@ if not presenting:
 
 
 def settings_column() -> None:
-    values = settings.settings_form("train", preset="central", columns=2)
-    workers = st.text_input(
-        "Workers", key="train_workers", placeholder="off: train on this machine",
-        help="Train across TFF workers, as host:port,host:port. Start each with "
-             "`python -m fedlab worker --port 8000 --allow-remote` on a private network (see the README). "
-             "Empty = this machine.")
-    if st.button("Run", type="primary", key="train_btn_run", icon=":material/play_arrow:",
-                 help="Queue a run with these settings. It trains in the background; results appear on the right."):
-        run_id = settings.submit({**values, "workers": workers})
+    values = settings.settings_form("train", preset="central", columns=2, workers=True)
+    with st.container(horizontal=True):
+        clicked = st.button("Run", type="primary", key="train_btn_run", icon=":material/play_arrow:",
+                            help="Queue a run with these settings. It trains in the background; results appear "
+                                 "on the right.")
+        st.caption(settings.estimate_caption(values))
+    if clicked:
+        run_id = settings.submit(values)
         if run_id is not None:
             history.open_train_run(run_id)
 
@@ -30,7 +29,7 @@ def settings_column() -> None:
 def results_column(*, narrow: bool) -> None:
     run_id = history.train_run_id()
     if run_id is None:
-        st.info("No run yet. For a quick demo set GRU units to 8–32, rounds to 3 and users to 20, then press Run. "
+        st.info("No run yet. For a quick demo press **Quick demo**, then **Run**. "
                 "The first run of a session also builds the federated computation, which takes a minute.",
                 icon=":material/info:")
     else:

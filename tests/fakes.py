@@ -1,11 +1,13 @@
-"""A fake Experiment for dashboard tests: the engine's protocol, a few rounds in milliseconds, no TensorFlow.
+"""A fake Experiment: the engine's protocol (fedlab.recording.Trainable), a few rounds in milliseconds, no TensorFlow.
 
-Pages pick it up through FEDLAB_EXPERIMENT=tests.fakes:FakeExperiment.
+Pages pick it up through FEDLAB_EXPERIMENT=tests.fakes:FakeExperiment. Job manager tests make them with a
+FakeFactory, whose hooks let a test act at a given point and whose counters show overlap and cleanup.
 """
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fedlab.baselines import BASELINE_LABELS
@@ -21,25 +23,63 @@ TEST_CLIENTS = {f"u{i}": {"accuracy": round(0.2 + 0.05 * i, 2), "examples": 5 + 
 ROUND_SECONDS = 0.02
 
 
+class FakeFactory:
+    """Makes FakeExperiments (config -> experiment) and remembers them; its hooks run inside them."""
+
+    def __init__(self, *, round_seconds: float | None = None):
+        self.round_seconds = round_seconds  # None: ROUND_SECONDS, read as each round runs
+        self.lock = threading.Lock()
+        self.made: list[FakeExperiment] = []
+        self.running = 0
+        self.most_running = 0
+        self.prepare_error: BaseException | None = None
+        self.save_error: BaseException | None = None
+        # Called before each round is computed: (experiment, round number).
+        self.before_round: Callable[[FakeExperiment, int], None] = lambda experiment, number: None
+        self.on_test: Callable[[FakeExperiment], None] = lambda experiment: None
+
+    def __call__(self, config: ExperimentConfig) -> FakeExperiment:
+        experiment = FakeExperiment(config, factory=self)
+        self.made.append(experiment)
+        return experiment
+
+    def seconds_per_round(self) -> float:
+        return ROUND_SECONDS if self.round_seconds is None else self.round_seconds
+
+
 class FakeExperiment:
     """Yields `config.rounds` records with falling loss and rising accuracy, then a fixed test report."""
 
-    def __init__(self, config: ExperimentConfig):
+    def __init__(self, config: ExperimentConfig, factory: FakeFactory | None = None):
         self.config = config
         self.timing: dict[str, float] = {}
+        self.factory = factory if factory is not None else FakeFactory()
+        self.closed = False
+        self.saved_to: str | None = None
+        self.started = self.ended = 0.0
 
     def prepare(self) -> None:
-        self.timing["preprocess_seconds"] = 0.001
+        self.started = time.monotonic()
+        with self.factory.lock:
+            self.factory.running += 1
+            self.factory.most_running = max(self.factory.most_running, self.factory.running)
+        self.timing.update(preprocess_seconds=0.001, build_seconds=0.001)
+        if self.factory.prepare_error is not None:
+            raise self.factory.prepare_error
 
     def rounds(self) -> Iterator[RoundRecord]:
+        seconds = 0.0
         for number in range(1, self.config.rounds + 1):
-            time.sleep(ROUND_SECONDS)
+            self.factory.before_round(self, number)
+            seconds = self.factory.seconds_per_round()
+            time.sleep(seconds)
             yield RoundRecord(round=number, train_loss=2.0 / number, train_accuracy=0.2 + 0.05 * number,
                               val_loss=2.2 / number, val_accuracy=0.15 + 0.05 * number, clients=len(CLIENTS),
-                              seconds=ROUND_SECONDS, is_best=True)
-        self.timing["train_seconds"] = ROUND_SECONDS * self.config.rounds
+                              seconds=seconds, is_best=True)
+        self.timing["train_seconds"] = seconds * self.config.rounds
 
     def test(self) -> Report:
+        self.factory.on_test(self)
         per_client = {client: dict(entry) for client, entry in TEST_CLIENTS.items()}
         per_class = {name: {"precision": 0.5, "recall": 0.4 + 0.1 * i, "support": 10 + i}
                      for i, name in enumerate(CLASSES)}
@@ -55,10 +95,16 @@ class FakeExperiment:
         return {key: 0.1 + 0.05 * i for i, key in enumerate(BASELINE_LABELS)}
 
     def save_model(self, path: str) -> None:
+        if self.factory.save_error is not None:
+            raise self.factory.save_error
         Path(path).write_bytes(b"fake keras model")
+        self.saved_to = path
 
     def summary(self) -> dict:
         return {"clients": len(CLIENTS), "train_clients": len(CLIENTS), "train_sequences": 40}
 
     def close(self) -> None:
-        pass
+        self.closed = True
+        self.ended = time.monotonic()
+        with self.factory.lock:
+            self.factory.running -= 1

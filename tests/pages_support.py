@@ -2,7 +2,7 @@
 charts and texts, and finished runs written straight into the store.
 
 Each test gets its own run store (FEDLAB_DB in tmp_path). The job manager and store are cached per
-database path by pages.state, so tests never share runs; the `db` fixture shuts the manager down after.
+database path by fedlab.dashboard.state, so tests never share runs; the `db` fixture shuts the manager down after.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def db(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FEDLAB_EXPERIMENT", "tests.fakes:FakeExperiment")
     monkeypatch.chdir(ROOT)
     yield path
-    from pages import state
+    from fedlab.dashboard import state
 
     for manager in _managers(state, path):
         manager.shutdown(timeout=WAIT)
@@ -75,6 +75,11 @@ def wait_for_runs(db: Path, count: int, statuses=("finished", "stopped", "failed
     raise AssertionError(f"runs did not finish: {[(r.name, r.status) for r in store.list_runs()]}")
 
 
+def button_keys(at: AppTest) -> set[str]:
+    """The keys of the buttons the last run drew."""
+    return {button.key for button in at.button}
+
+
 def chart_specs(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
@@ -93,11 +98,11 @@ def texts(at: AppTest) -> str:
 
 
 def store_run(db: Path, name: str, *, features=PRESETS["central"], rounds: int = 3, model: bool = True,
-              **config) -> str:
+              session_id: str = "someone-else", **config) -> str:
     """A finished run written straight into the store (no job manager); `config` changes its settings."""
     store = RunStore(db)
     fake = fakes.FakeExperiment(ExperimentConfig(features=features, rounds=rounds, gru_units=8, **config))
-    run_id = store.create_run(fake.config, session_id="someone-else", name=name)
+    run_id = store.create_run(fake.config, session_id=session_id, name=name)
     store.set_status(run_id, "running")
     for record in fake.rounds():
         store.add_round(run_id, record)

@@ -1,8 +1,9 @@
 """One end-to-end test in a real browser: the dashboard trains a tiny real TFF run on the synthetic city.
 
 Starts `streamlit run app.py` on a free port, drives Debian's chromium through Playwright (never a
-downloaded browser). With FEDLAB_SCREENSHOTS=1 it also saves a screenshot of every page under
-screenshots/ (git-ignored); they cost about half a minute, so plain test runs skip them.
+downloaded browser), recording every request the page makes: each must go to the app's own server.
+With FEDLAB_SCREENSHOTS=1 it also saves a screenshot of every page under screenshots/ (git-ignored);
+they cost about half a minute, so plain test runs skip them.
 Skipped when /usr/bin/chromium is missing, unless FEDLAB_REQUIRE_BROWSER=1 (then it fails).
 """
 from __future__ import annotations
@@ -16,8 +17,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.tff, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,6 +101,22 @@ def _worker_binaries(pgid: int) -> set[int]:
     return {pid for pid, name in _group_members(pgid).items() if name.startswith("worker_binar")}
 
 
+def _leaves_the_app(url: str, port: int) -> bool:
+    """A request to anywhere but the app's own server (inline data: and blob: URLs stay in the page)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob"):
+        return False
+    return parts.hostname not in ("127.0.0.1", "localhost") or parts.port != port
+
+
+def _record_requests(context, page) -> list[str]:
+    """Every URL the page asks for from here on: documents, scripts, fonts, images, fetches, websockets."""
+    urls: list[str] = []
+    context.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda socket: urls.append(socket.url))
+    return urls
+
+
 def _open_page(page, name: str) -> None:
     page.get_by_role("link", name=re.compile(rf"(^|\s){name}$")).first.click()  # "map Data": icon, title
 
@@ -144,7 +164,9 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport=VIEWPORT)
+                context = browser.new_context(viewport=VIEWPORT)
+                page = context.new_page()
+                requests = _record_requests(context, page)
                 page.set_default_timeout(PAGE_TIMEOUT_MS)
                 expect.set_options(timeout=PAGE_TIMEOUT_MS)  # a fresh server builds the synthetic city first
                 # A fresh server's first request goes straight to a page URL, as after a reload.
@@ -190,6 +212,14 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
                 # .first: while Streamlit reruns, the old copy of an element can linger for a moment.
                 expect(page.get_by_role("button", name=re.compile(r"Model \(\.keras\)")).first).to_be_visible()
                 _shoot(page, "runs")
+
+                # Nothing leaves the app's host (the app must work offline, and tells no one who uses it): the
+                # page icon is inline, and the icons on pages and buttons come from Streamlit's own font file.
+                favicon = page.eval_on_selector("link[rel='shortcut icon']", "link => link.href")
+                assert favicon.startswith("data:image/svg+xml"), favicon
+                assert any("MaterialSymbols" in url and not _leaves_the_app(url, port) for url in requests)
+                outside = sorted({url for url in requests if _leaves_the_app(url, port)})
+                assert not outside, f"requests outside the app's server: {outside}"
             finally:
                 browser.close()
     finally:

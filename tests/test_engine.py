@@ -1,10 +1,13 @@
 """The training engine on tiny models: three clients, two rounds."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fedlab.config import PRESETS, ExperimentConfig
 from fedlab.engine import Experiment
 from fedlab.runtime import running_worker_pids
+from fedlab.stopping import early_stopping
 
 TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=2, batch_size=8, client_lr=0.05, dropout=0.0)
 
@@ -24,6 +27,7 @@ def federated_run(tiny_data, build_cache):
     return _run(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data, build_cache)
 
 
+@pytest.mark.tff
 def test_generator_yields_one_record_per_round(federated_run):
     records, _, _ = federated_run
     assert [r.round for r in records] == [1, 2]
@@ -31,17 +35,20 @@ def test_generator_yields_one_record_per_round(federated_run):
     assert records[0].is_best
 
 
+@pytest.mark.tff
 def test_training_loss_falls(federated_run):
     records, _, _ = federated_run
     assert records[1].train_loss < records[0].train_loss
 
 
+@pytest.mark.tff
 def test_same_seed_same_metrics(federated_run, tiny_data, build_cache):
     again, _, _ = _run(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data, build_cache)
     first, _ = federated_run[0], None
     np.testing.assert_allclose([r.val_loss for r in again], [r.val_loss for r in first], rtol=1e-4)
 
 
+@pytest.mark.tff
 def test_test_scores_every_test_target(federated_run, tiny_data):
     _, report, baselines = federated_run
     assert report.examples == tiny_data.test.targets.size
@@ -51,14 +58,16 @@ def test_test_scores_every_test_target(federated_run, tiny_data):
     assert set(baselines) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
 
 
+@pytest.mark.tff
 def test_no_tff_worker_survives_a_run(federated_run):
     assert running_worker_pids() == []
 
 
+@pytest.mark.tff
 def test_habits_preset_trains_federated(tiny_data, build_cache):
     # Every feature of the study plus the per-step habit vectors, through TFF.
-    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, features=PRESETS["habits"], **{**TINY, "rounds": 1}),
-                              tiny_data, build_cache)
+    config = ExperimentConfig(data=tiny_data.config, features=PRESETS["habits"], **{**TINY, "rounds": 1})
+    records, report, _ = _run(config, tiny_data, build_cache)
     assert len(records) == 1 and report.examples == tiny_data.test.targets.size
 
 
@@ -85,22 +94,105 @@ def test_centralized_twin_yields_one_record_per_epoch(tiny_data, build_cache):
     assert tuned["examples"] == report.examples and tuned["epochs"] == 1 and tuned["loss"] != report.loss
 
 
+@pytest.mark.tff
 def test_client_sampling_takes_the_asked_number(tiny_data, build_cache):
-    records, _, _ = _run(ExperimentConfig(data=tiny_data.config, clients_per_round=2, **{**TINY, "rounds": 1}), tiny_data, build_cache)
+    config = ExperimentConfig(data=tiny_data.config, clients_per_round=2, **{**TINY, "rounds": 1})
+    records, _, _ = _run(config, tiny_data, build_cache)
     assert records[0].clients == 2
 
 
 def test_early_stopping_keeps_the_best_round(tiny_data):
     """The loop itself, without TFF: validation losses 1.0, 0.5, 0.6, 0.7, 0.8 with patience 2."""
-    experiment = Experiment(ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2), data=tiny_data)
+    from fedlab.engine import RoundTiming, _Step
+
+    experiment = Experiment(ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2),
+                            data=tiny_data)
     losses = [1.0, 0.5, 0.6, 0.7, 0.8]
 
     def fake_epochs():
         for i, loss in enumerate(losses):
-            yield 1.0, 0.5, loss, 0.5, 3, (lambda i=i: [np.full(1, i)]), 0.01
+            yield _Step(train_loss=1.0, train_accuracy=0.5, val_loss=loss, val_accuracy=0.5, clients=3,
+                        weights=[np.full(1, i)], seconds=0.01, timing=RoundTiming(0.01, 0.0, 0.0))
 
     experiment._centralized_epochs = fake_epochs
     records = list(experiment.rounds())
     assert [r.round for r in records] == [1, 2, 3, 4]
     assert [r.is_best for r in records] == [True, True, False, False]
     assert experiment._best_weights[0][0] == 1  # the weights of round 2
+    assert len(experiment.round_timings) == 4
+
+
+@pytest.mark.parametrize("losses, patience, best, stop", [
+    ([], 2, 0, False),
+    ([1.0], 1, 1, False),
+    ([1.0, 0.5, 0.6], 2, 2, False),
+    ([1.0, 0.5, 0.6, 0.7], 2, 2, True),
+    ([1.0, 1.0], 1, 1, True),  # an equal loss is no improvement: the first round stays kept
+    ([float("nan"), 2.0], 5, 2, False),  # a NaN loss is never kept
+    ([float("nan")], 1, 0, True),
+])
+def test_early_stopping_decision(losses, patience, best, stop):
+    decision = early_stopping(losses, patience=patience)
+    assert (decision.best_round, decision.stop) == (best, stop)
+
+
+def test_federated_weights_cross_the_boundary_in_keras_order(tiny_data):
+    # The habits preset has a frozen one-hot layer between trainable ones, so TFF's order differs from Keras'.
+    from fedlab.federated import WeightLayout
+    from fedlab.model import ModelSpec, build_model
+
+    spec = ModelSpec.from_data(ExperimentConfig(data=tiny_data.config, features=PRESETS["habits"], **TINY), tiny_data)
+    model = build_model(spec)
+    layout = WeightLayout.of(model)
+    assert sorted(layout.keras_index) != list(layout.keras_index) or not model.non_trainable_weights
+    weights = [np.random.default_rng(i).random(w.shape).astype(np.float32) for i, w in enumerate(model.get_weights())]
+    tff_weights = layout.to_tff(weights)
+    assert [w.shape for w in tff_weights.trainable] == [tuple(v.shape) for v in model.trainable_weights]
+    assert [w.shape for w in tff_weights.non_trainable] == [tuple(v.shape) for v in model.non_trainable_weights]
+    for got, want in zip(layout.to_keras(tff_weights), weights):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.tff
+def test_the_factory_shares_one_cache_and_prebuild_fills_it(tiny_data, monkeypatch):
+    from fedlab import pipeline
+    from fedlab.engine import BuildCache, experiment_factory, prebuild
+
+    loads = []
+    monkeypatch.setattr(pipeline, "load_and_prepare", lambda config, **kw: loads.append(config) or tiny_data)
+    cache = BuildCache()
+    config = ExperimentConfig(data=tiny_data.config, **TINY)
+    timing = prebuild(config, cache)
+    assert timing["build_seconds"] > 0 and running_worker_pids() == []  # built, nothing started
+    make = experiment_factory(cache)
+    first, second = make(config), make(config.replace(rounds=1))
+    for experiment in (first, second):
+        experiment.build()
+        assert experiment.data is tiny_data
+    assert len(loads) == 1  # prepared once, by the pre-build
+    assert first._processes is second._processes  # built once, by the pre-build
+
+
+def test_the_cache_keys_prepared_data_on_the_seed_only_for_iid_clients(tiny_data, monkeypatch):
+    from fedlab import pipeline
+    from fedlab.engine import BuildCache
+
+    seeds = []
+    monkeypatch.setattr(pipeline, "load_and_prepare", lambda config, *, habits, seed: seeds.append(seed) or tiny_data)
+    cache = BuildCache()
+    natural, iid = tiny_data.config, dataclasses.replace(tiny_data.config, iid=True)
+    for seed in (1, 2, 1):
+        cache.data(natural, seed=seed)
+        cache.data(iid, seed=seed)
+    assert seeds == [1, 1, 2]  # the natural clients once, the IID reshuffle once per seed
+
+
+def test_client_datasets_skip_tf_data_rewrites_and_autotuning(tiny_data):
+    from fedlab.federated import client_dataset
+    from fedlab.model import ModelSpec
+
+    spec = ModelSpec.from_data(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data)
+    inputs, targets = tiny_data.train.client(0)
+    options = client_dataset(inputs, targets, spec, batch_size=8, epochs=2, shuffle_seed=1).options()
+    assert options.experimental_optimization.apply_default_optimizations is False
+    assert options.autotune.enabled is False

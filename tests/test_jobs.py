@@ -4,95 +4,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fedlab.config import ExperimentConfig
-from fedlab.errors import DataError
+from fedlab.errors import DataError, FedlabError
 from fedlab.jobs import JobManager
-from fedlab.records import RoundRecord
-from fedlab.records import TestReport as Report  # not collected by pytest as a test class
 from fedlab.store import RunStore
+from tests.fakes import FakeExperiment, FakeFactory
 
 # A crash inside the worker thread must fail the test, not just warn.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 WAIT = 10.0  # generous upper bound; every test normally finishes in well under a second
-
-
-class FakeExperiment:
-    """Yields one record per configured round; hooks let a test act at a given point."""
-
-    def __init__(self, config: ExperimentConfig, factory: "FakeFactory"):
-        self.config = config
-        self.timing: dict[str, float] = {}
-        self.factory = factory
-        self.closed = False
-        self.saved_to: str | None = None
-        self.started = self.ended = 0.0
-
-    def prepare(self) -> None:
-        self.started = time.monotonic()
-        with self.factory.lock:
-            self.factory.running += 1
-            self.factory.most_running = max(self.factory.most_running, self.factory.running)
-        self.timing["preprocess_seconds"] = 0.01
-        if self.factory.prepare_error is not None:
-            raise self.factory.prepare_error
-
-    def rounds(self) -> Iterator[RoundRecord]:
-        for number in range(1, self.config.rounds + 1):
-            self.factory.before_round(self, number)
-            time.sleep(self.factory.round_seconds)
-            yield RoundRecord(round=number, train_loss=1.0 / number, train_accuracy=0.1 * number,
-                              val_loss=1.0 / number, val_accuracy=0.1 * number, clients=3,
-                              seconds=self.factory.round_seconds, is_best=True)
-        self.timing["train_seconds"] = 0.02
-
-    def test(self) -> Report:
-        self.factory.on_test(self)
-        return Report(accuracy=0.42, top5_accuracy=0.9, mrr=0.5, loss=1.2, examples=30)
-
-    def baselines(self) -> dict[str, float]:
-        return {"majority": 0.25}
-
-    def save_model(self, path: str) -> None:
-        if self.factory.save_error is not None:
-            raise self.factory.save_error
-        Path(path).write_bytes(b"fake keras model")
-        self.saved_to = path
-
-    def summary(self) -> dict:
-        return {"clients": 3, "sequences": 30}
-
-    def close(self) -> None:
-        self.closed = True
-        self.ended = time.monotonic()
-        with self.factory.lock:
-            self.factory.running -= 1
-
-
-class FakeFactory:
-    """Makes FakeExperiments and remembers them, so tests can check overlap and cleanup."""
-
-    def __init__(self, *, round_seconds: float = 0.005):
-        self.round_seconds = round_seconds
-        self.lock = threading.Lock()
-        self.made: list[FakeExperiment] = []
-        self.running = 0
-        self.most_running = 0
-        self.prepare_error: BaseException | None = None
-        self.save_error: BaseException | None = None
-        # Called before each round is computed: (experiment, round number).
-        self.before_round: Callable[[FakeExperiment, int], None] = lambda experiment, number: None
-        self.on_test: Callable[[FakeExperiment], None] = lambda experiment: None
-
-    def __call__(self, config: ExperimentConfig) -> FakeExperiment:
-        experiment = FakeExperiment(config, self)
-        self.made.append(experiment)
-        return experiment
 
 
 def config(rounds: int = 3) -> ExperimentConfig:
@@ -126,7 +52,7 @@ def store(tmp_path: Path) -> RunStore:
 
 @pytest.fixture
 def factory() -> FakeFactory:
-    return FakeFactory()
+    return FakeFactory(round_seconds=0.005)
 
 
 @pytest.fixture
@@ -147,10 +73,11 @@ def test_run_rounds_reach_store_in_order_and_it_finishes_with_test_and_baselines
     run = store.get_run(run_id)
     assert run.status == "finished"
     assert store.rounds(run_id)["round"].tolist() == [1, 2, 3, 4]
-    assert run.test["accuracy"] == 0.42
-    assert run.baselines == {"majority": 0.25}
-    assert run.timing == {"preprocess_seconds": 0.01, "train_seconds": 0.02}
-    assert run.extra == {"clients": 3, "sequences": 30}
+    experiment = factory.made[0]
+    assert run.test == experiment.test().to_dict()
+    assert run.baselines == experiment.baselines()
+    assert run.timing == {"preprocess_seconds": 0.001, "build_seconds": 0.001, "train_seconds": pytest.approx(0.02)}
+    assert run.extra == experiment.summary()
     assert run.session_id == "s1"
     assert factory.made[0].closed
 
@@ -361,8 +288,8 @@ def test_tensorboard_log_of_a_run_holds_every_rounds_scalars(
     scalars = logged_scalars(tmp_path / "tensorboard" / run_id)
     assert set(scalars) == {"train/loss", "train/accuracy", "validation/loss", "validation/accuracy"}
     assert [step for step, _ in scalars["validation/accuracy"]] == [1, 2, 3]
-    assert [value for _, value in scalars["train/loss"]] == pytest.approx([1.0, 0.5, 1 / 3])
-    assert [value for _, value in scalars["validation/accuracy"]] == pytest.approx([0.1, 0.2, 0.3])
+    assert [value for _, value in scalars["train/loss"]] == pytest.approx([2.0, 1.0, 2 / 3])
+    assert [value for _, value in scalars["validation/accuracy"]] == pytest.approx([0.2, 0.25, 0.3])
     assert "tensorboard_error" not in store.get_run(run_id).extra
 
 
@@ -409,3 +336,88 @@ def test_without_tensorboard_dir_no_event_file_is_written(manager: JobManager, t
     manager.submit(config())
     assert manager.wait_idle(WAIT)
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+# ----- one server, a whole class: the per-session queue limit -----
+
+@pytest.fixture
+def limited(store: RunStore, factory: FakeFactory) -> Iterator[JobManager]:
+    jobs = JobManager(store, experiment_factory=factory, queue_limit=3)
+    yield jobs
+    jobs.shutdown(timeout=WAIT)
+
+
+def test_a_fourth_run_of_one_session_is_refused_and_nothing_is_queued(
+        limited: JobManager, store: RunStore, factory: FakeFactory):
+    reached, release = hold_first_run_at_round(factory, 1)
+    mine = [limited.submit(config(), session_id="a") for _ in range(3)]  # one training, two waiting
+    assert reached.wait(WAIT)
+    with pytest.raises(FedlabError, match="at most 3 runs"):
+        limited.submit(config(), session_id="a")
+    assert limited.active() == mine
+    assert {run.id for run in store.list_runs()} == set(mine)
+    # Other sessions and the app's own runs (no session) are not held back by session a.
+    other = limited.submit(config(), session_id="b")
+    demo = limited.submit(config())
+    release.set()
+    assert limited.wait_idle(WAIT)
+    assert {store.get_run(run_id).status for run_id in [*mine, other, demo]} == {"finished"}
+    limited.submit(config(), session_id="a")  # room again once its runs ended
+    assert limited.wait_idle(WAIT)
+
+
+def test_a_pair_that_does_not_fit_is_refused_whole(limited: JobManager, factory: FakeFactory):
+    reached, release = hold_first_run_at_round(factory, 1)
+    limited.submit(config(), session_id="a")
+    limited.submit(config(), session_id="a")
+    assert reached.wait(WAIT)
+    limited.check_room("a", 1)
+    with pytest.raises(FedlabError):
+        limited.check_room("a", 2)
+    release.set()
+    assert limited.wait_idle(WAIT)
+
+
+def test_queue_limit_from_env(monkeypatch: pytest.MonkeyPatch):
+    from fedlab.errors import ConfigError
+    from fedlab.jobs import queue_limit_from_env
+
+    monkeypatch.delenv("FEDLAB_MAX_QUEUED_PER_SESSION", raising=False)
+    assert queue_limit_from_env() == 3
+    monkeypatch.setenv("FEDLAB_MAX_QUEUED_PER_SESSION", "5")
+    assert queue_limit_from_env() == 5
+    for bad in ("0", "many"):
+        monkeypatch.setenv("FEDLAB_MAX_QUEUED_PER_SESSION", bad)
+        with pytest.raises(ConfigError, match="FEDLAB_MAX_QUEUED_PER_SESSION"):
+            queue_limit_from_env()
+
+
+# ----- the recording driver the job manager shares with `fedlab run` -----
+
+def test_record_run_marks_a_ctrl_c_interrupted_keeping_its_rounds(store: RunStore, factory: FakeFactory):
+    from fedlab.recording import record_run
+
+    def ctrl_c_in_round_three(experiment: FakeExperiment, number: int) -> None:
+        if number == 3:
+            raise KeyboardInterrupt
+
+    factory.before_round = ctrl_c_in_round_three
+    run_id = store.create_run(config(rounds=5))
+    store.set_status(run_id, "running")
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        record_run(store, run_id, factory(config(rounds=5)), on_round=seen.append)
+    run = store.get_run(run_id)
+    assert (run.status, run.error) == ("interrupted", "interrupted (Ctrl-C)")
+    assert store.rounds(run_id)["round"].tolist() == [1, 2] == [record.round for record in seen]
+
+
+def test_record_run_fails_the_run_with_the_error_and_raises_it(store: RunStore, factory: FakeFactory):
+    from fedlab.recording import record_run
+
+    factory.prepare_error = DataError("no check-ins left")
+    run_id = store.create_run(config())
+    with pytest.raises(DataError):
+        record_run(store, run_id, factory(config()))
+    run = store.get_run(run_id)
+    assert (run.status, run.error) == ("failed", "no check-ins left")

@@ -17,9 +17,18 @@ from fedlab.records import TestReport as Report  # not a pytest test class
 from fedlab.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
-from tests.pages_support import (ROOT, RUN_TIMEOUT, app, chart_specs, db, store_run, texts,  # noqa: F401
-                                 values, wait_for_round, wait_for_runs)
-
+from tests.pages_support import (  # noqa: F401
+    ROOT,
+    RUN_TIMEOUT,
+    app,
+    chart_specs,
+    db,
+    store_run,
+    texts,
+    values,
+    wait_for_round,
+    wait_for_runs,
+)
 
 # ----- Home and Data -----
 
@@ -353,12 +362,12 @@ def test_pin_as_reference_draws_it_faint_on_other_runs(db):
     assert len(faint) == 2 and all(t["opacity"] == 0.3 for t in faint)
 
 
-# ----- helpers in pages -----
+# ----- the dashboard helpers (fedlab.dashboard) -----
 
 def test_uploads_are_saved_under_their_content_hash(tmp_path):
     import hashlib
 
-    from pages import sources
+    from fedlab.dashboard import sources
 
     data = b"\x1f\x8b" + b"pretend gzip"
     path = sources.save_upload(data, tmp_path / "uploads")
@@ -369,7 +378,8 @@ def test_uploads_are_saved_under_their_content_hash(tmp_path):
 
 
 def test_pages_do_not_import_tensorflow():
-    code = ("import sys; from pages import comparison, history, presentation, results, settings, sources, state; "
+    code = ("import sys; from fedlab.dashboard import access, comparison, history, presentation, results, settings, "
+            "sources, state; "
             "import fedlab.charts, fedlab.explore, fedlab.explain, fedlab.fairness; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
@@ -378,7 +388,7 @@ def test_pages_do_not_import_tensorflow():
 def test_progress_line_estimates_time_left():
     import pandas as pd
 
-    from pages import results
+    from fedlab.dashboard import results
 
     store_config = ExperimentConfig(rounds=10)
 

@@ -14,8 +14,7 @@ from fedlab.privacy import dp_epsilon
 from fedlab.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
-from tests.pages_support import (app, chart_specs, db, store_run, texts, wait_for_round,  # noqa: F401
-                                 wait_for_runs)
+from tests.pages_support import app, chart_specs, db, store_run, texts, wait_for_round, wait_for_runs  # noqa: F401
 
 DEMOS = [("Demo · central", ExperimentConfig(rounds=2, gru_units=8, name="Demo · central")),
          ("Demo · biggest", ExperimentConfig(features=ALL_FEATURES, rounds=2, gru_units=8, name="Demo · biggest"))]
@@ -195,7 +194,7 @@ def test_compare_shows_fairness_of_both_runs_and_offers_the_comparison_report(db
 
 
 def test_the_comparison_report_holds_both_runs(db):
-    from pages import history
+    from fedlab.dashboard import history
 
     a, b = store_run(db, "central old"), store_run(db, "biggest old", features=ALL_FEATURES)
     page = history.report_html((a, b), ("", ""))
@@ -244,8 +243,8 @@ def test_a_store_with_runs_gets_no_demo_runs(db, demo):
 # ----- pure helpers behind the pages -----
 
 def test_config_from_settings_sends_dp_values_only_when_dp_is_on():
-    from pages import settings
-    from pages.state import SYNTHETIC
+    from fedlab.dashboard import settings
+    from fedlab.dashboard.state import SYNTHETIC
 
     values = {**settings.default_settings(), "client_dropout": 0.3, "dp_clip": 2.0, "dp_noise": 0.8}
     off = settings.config_from_settings(values, SYNTHETIC, False)
@@ -255,8 +254,8 @@ def test_config_from_settings_sends_dp_values_only_when_dp_is_on():
 
 
 def test_budget_text_states_epsilon_delta_rounds_and_clients():
+    from fedlab.dashboard.settings import budget_text
     from fedlab.privacy import PrivacyBudget
-    from pages.settings import budget_text
 
     text = budget_text(PrivacyBudget(3.14159, 1e-5), rounds=20, clients_per_round=500, total_clients=100)
     assert "all 20 rounds" in text and "ε = 3.14 at δ = 1.0e-05" in text and "100 of 100 clients" in text
@@ -266,9 +265,31 @@ def test_budget_text_states_epsilon_delta_rounds_and_clients():
 
 
 def test_the_settings_summary_names_the_what_if_settings_only_when_used():
-    from pages.results import settings_summary
+    from fedlab.dashboard.results import settings_summary
 
     plain = settings_summary(ExperimentConfig())
     assert "dropout" not in plain and "DP" not in plain and "IID" not in plain
     used = settings_summary(ExperimentConfig(client_dropout=0.1, dp_clip=1.0, dp_noise=0.7).replace(iid=True))
     assert used.endswith("IID clients · client dropout 10% · DP clip 1 noise 0.7")
+
+
+# ----- quick demo and the duration estimate -----
+
+def test_quick_demo_sets_small_settings_and_the_estimate_follows(db):
+    from fedlab.config import QUICK_DEMO
+
+    at = app("train")
+    before = next(c.value for c in at.caption if c.value.startswith("Estimate: about"))
+    at.button(key="train_btn_quick").click().run()
+    assert_clean(at)
+    assert at.number_input(key="train_gru_units").value == QUICK_DEMO["gru_units"]
+    assert at.number_input(key="train_top_users").value == QUICK_DEMO["top_users"]
+    assert (at.number_input(key="train_rounds").value, at.number_input(key="train_epochs").value) == (5, 1)
+    after = next(c.value for c in at.caption if c.value.startswith("Estimate: about"))
+    assert "for all 5 rounds" in after and "default cost" in after and after != before
+
+
+def test_the_estimate_learns_from_finished_runs(db):
+    store_run(db, "earlier")
+    at = app("train")
+    assert any("from earlier runs" in c.value for c in at.caption if c.value.startswith("Estimate:"))

@@ -151,7 +151,7 @@ CASES = [
     Case("a single user", "single-user.txt", args=("--n", "9"), route="train", settings={"n": 9}),
     Case("a single user too short for validation", "single-user-26.txt", args=("--n", "5"),
          cli="validation sequence of N=5", route="train", settings={"n": 5}, shown="validation sequence of N=5"),
-    Case("N of 1", args=("--n", "1"), cli="N must be at least 2", route="train", settings={"n": 1},
+    Case("N of 1", args=("--n", "1"), cli="N must be a whole number of at least 2", route="train", settings={"n": 1},
          shown="Sequence length N (check-ins) must be between 2 and 500, not 1"),
     Case("N larger than every sequence", args=("--n", "400"), cli="sequences of N=400", route="train",
          settings={"n": 400}, shown="no client has enough check-ins for sequences of N=400"),
@@ -239,7 +239,7 @@ def test_a_single_user_is_one_client(files, capsys):
                                             ("single-user-26.txt", "validation sequence of N=5")])
 def test_bad_input_as_a_real_process(files, name, fragment):
     """The same path end to end in a process of its own: stderr, exit status 2, no traceback."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-m", "fedlab", "data-stats", "--data", str(files[name]), "--n", "5"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and out.stdout == ""
@@ -260,7 +260,7 @@ def db(tmp_path, monkeypatch) -> Iterator[Path]:
 
 
 def shutdown_app(path: Path) -> None:
-    from pages import state as app_state
+    from fedlab.dashboard import state as app_state
 
     if path.exists():
         app_state._start_jobs(str(path.resolve()), FAKE).shutdown(timeout=WAIT)
@@ -350,9 +350,9 @@ def test_every_bad_file_chosen_by_path_in_one_session(db, files):
 def test_bad_input_through_the_dashboard(case: Case, files, db, preparing):
     if case.route == "settings":
         # The feature list offers known features only; a config naming another is refused by name.
+        from fedlab.dashboard import settings
+        from fedlab.dashboard.state import SYNTHETIC
         from fedlab.errors import ConfigError
-        from pages import settings
-        from pages.state import SYNTHETIC
 
         values = {**settings.default_settings(), **case.settings}
         with pytest.raises(ConfigError, match=case.shown) as caught:
@@ -405,7 +405,7 @@ def test_bad_input_through_the_dashboard(case: Case, files, db, preparing):
 
 @dataclass
 class FakeUpload:
-    """What st.file_uploader returns, as far as pages.sources uses it."""
+    """What st.file_uploader returns, as far as fedlab.dashboard.sources uses it."""
 
     name: str
     data: bytes
@@ -418,7 +418,7 @@ class FakeUpload:
 @pytest.fixture
 def uploads(monkeypatch, tmp_path) -> dict:
     """Replaces st.file_uploader (AppTest cannot upload) and the app's upload folder."""
-    from pages import sources
+    from fedlab.dashboard import sources
 
     state = {"upload": None, "folder": tmp_path / "app-data" / "uploads"}
     monkeypatch.setattr(sources, "UPLOAD_DIR", state["folder"])
@@ -550,9 +550,8 @@ def test_a_file_of_a_million_rows_loads_within_memory(tmp_path):
 
     path = tmp_path / "million.txt"
     size = million_row_file(path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", _MEASURED_LOAD, str(path)], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=ROOT)
+                         timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["rows"] + sum(result["skipped"].values()) == 1_000_000 and result["rows"] > 999_000
@@ -707,7 +706,7 @@ _APP_PROCESS = textwrap.dedent("""
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_the_app_killed_mid_run_restarts_with_the_run_interrupted_and_its_rounds(tmp_path, monkeypatch):
     path = tmp_path / "runs" / "fedlab.db"
-    env = {**os.environ, "FEDLAB_DB": str(path), "FEDLAB_EXPERIMENT": FAKE, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "FEDLAB_DB": str(path), "FEDLAB_EXPERIMENT": FAKE}
     log = tmp_path / "app.log"
     with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, "-c", _APP_PROCESS, str(ROOT)], stdout=subprocess.PIPE,
@@ -833,6 +832,7 @@ def _python_threads() -> set:
     return {thread for thread in threading.enumerate() if thread.is_alive()}
 
 
+@pytest.mark.tff
 def test_real_runs_with_one_user_and_a_batch_larger_than_its_data_train(real_runs):
     assert real_runs["clients"] == 1 and real_runs["train_sequences"] < 4096
     assert all(len(records) == 1 and records[0].clients == 1 for records in real_runs["records"])
@@ -840,10 +840,12 @@ def test_real_runs_with_one_user_and_a_batch_larger_than_its_data_train(real_run
     assert all(report.examples > 0 for report in real_runs["tests"])
 
 
+@pytest.mark.tff
 def test_real_runs_leave_no_worker_binary(real_runs):
     assert real_runs["workers"] == [[]] * REAL_RUNS
 
 
+@pytest.mark.tff
 def test_real_runs_keep_memory_flat(real_runs):
     """RSS after the last run vs after run 2 (both warm: processes built, TensorFlow loaded).
 
@@ -854,6 +856,7 @@ def test_real_runs_keep_memory_flat(real_runs):
     assert rss[-1] - rss[1] < 30 * 2**20 * (REAL_RUNS - 2), [value >> 20 for value in rss]
 
 
+@pytest.mark.tff
 def test_real_runs_leave_no_thread(real_runs):
     """Threads alive after the last run that were not after run 1 (TFF's global context starts in run 1)."""
     threads = real_runs["threads"]

@@ -150,8 +150,8 @@ def test_gain_over_best_baseline_is_in_points(single_page: str):
 
 def test_comparison_highlights_settings_that_differ(pair_page: str):
     settings = section(pair_page, "settings")
-    assert '<tr class="diff"><th>local epochs per round</th><td>4</td><td>2</td></tr>' in settings
-    assert '<tr><th>batch size</th><td>16</td><td>16</td></tr>' in settings
+    assert '<tr class="diff"><th>Local epochs per round</th><td>4</td><td>2</td></tr>' in settings
+    assert '<tr><th>Batch size (sequences)</th><td>16</td><td>16</td></tr>' in settings
 
 
 def test_run_ids_differ_but_are_not_highlighted_as_settings(pair_page: str):

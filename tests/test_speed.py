@@ -28,6 +28,7 @@ def test_a_missing_allocator_file_is_not_preloaded(tmp_path):
     assert worker_allocator({"FEDLAB_WORKER_MALLOC": str(tmp_path / "absent.so")}) is None
 
 
+@pytest.mark.tff
 @pytest.mark.skipif(worker_allocator({}) is None, reason="libjemalloc2 is not installed")
 def test_the_local_worker_runs_on_jemalloc():
     runtime = Runtime()
@@ -38,6 +39,7 @@ def test_the_local_worker_runs_on_jemalloc():
         runtime.close()
 
 
+@pytest.mark.tff
 def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_data, build_cache):
     # Evaluation loops over each client's batches; FedAvg's validation figures must still be those of
     # the whole validation set, as plain Keras computes them.
@@ -52,12 +54,13 @@ def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_da
     from fedlab.model import loss_fn, metrics_fn
 
     model.compile(loss=loss_fn(), metrics=metrics_fn())
-    inputs, targets = experiment._pooled("val")
+    inputs, targets = experiment.pooled("val")
     loss, accuracy = model.evaluate(inputs, targets, batch_size=len(targets), verbose=0)
     assert record.val_loss == pytest.approx(loss, rel=1e-4)
     assert record.val_accuracy == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.tff
 def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_cache):
     config = ExperimentConfig(data=tiny_data.config, **TINY)
     result = round_vs_keras(config, repeats=1, data=tiny_data, cache=build_cache)

@@ -18,7 +18,15 @@ import pytest
 from fedlab.config import ALL_FEATURES, DataConfig, ExperimentConfig
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not collected by pytest as a test class
-from fedlab.store import ROUND_COLUMNS, SCHEMA_VERSION, RunStore, StoreError, default_name, default_path
+from fedlab.store import (
+    PROJECT_DB_PATH,
+    ROUND_COLUMNS,
+    SCHEMA_VERSION,
+    RunStore,
+    StoreError,
+    default_name,
+    default_path,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,11 +62,15 @@ def test_new_store_creates_parent_folder_and_schema_version(tmp_path: Path):
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_default_path_reads_fedlab_db(monkeypatch: pytest.MonkeyPatch):
+def test_default_path_is_fedlab_db_else_the_project_folders_whatever_the_working_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FEDLAB_DB", raising=False)
-    assert default_path() == Path("runs") / "fedlab.db"
+    assert default_path() == PROJECT_DB_PATH == REPO_ROOT / "runs" / "fedlab.db"
     monkeypatch.setenv("FEDLAB_DB", "/data/other.db")
     assert default_path() == Path("/data/other.db")
+    monkeypatch.setenv("FEDLAB_DB", "mine.db")
+    assert default_path() == tmp_path / "mine.db"
 
 
 def test_store_uses_wal_mode(store: RunStore):
@@ -246,6 +258,25 @@ def test_delete_removes_run_rounds_and_its_model_file(store: RunStore):
         assert conn.execute("SELECT COUNT(*) FROM rounds WHERE run_id = ?", (run_id,)).fetchone()[0] == 0
 
 
+def test_deleting_a_run_row_deletes_its_rounds_through_the_foreign_key(store: RunStore):
+    kept, deleted = store.create_run(make_config()), store.create_run(make_config())
+    for run_id in (kept, deleted):
+        store.add_round(run_id, make_round(1))
+    with store._write() as conn:  # a plain DELETE: only the ON DELETE CASCADE can take the rounds along
+        conn.execute("DELETE FROM runs WHERE id = ?", (deleted,))
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT DISTINCT run_id FROM rounds").fetchall() == [(kept,)]
+
+
+def test_round_summaries_count_rounds_and_best_val_accuracy_per_run(store: RunStore):
+    two, none = store.create_run(make_config()), store.create_run(make_config())
+    store.add_round(two, make_round(1, val_accuracy=0.3))
+    store.add_round(two, make_round(2, val_accuracy=0.2))
+    summaries = store.round_summaries()
+    assert (summaries[two].rounds, summaries[two].best_val_accuracy) == (2, pytest.approx(0.3))
+    assert none not in summaries
+
+
 def test_delete_keeps_a_model_file_outside_the_store_folder(tmp_path: Path):
     store = RunStore(tmp_path / "store" / "fedlab.db")
     model = tmp_path / "elsewhere.keras"
@@ -295,6 +326,35 @@ def test_mark_interrupted_flips_queued_running_and_testing_runs_of_a_gone_proces
     assert store.get_run(testing).status == "interrupted"
     assert store.get_run(finished).status == "finished"
     assert store.get_run(running).finished_at is not None
+
+
+def test_mark_interrupted_leaves_a_live_process_s_run_and_flips_it_once_that_process_is_gone(
+        store: RunStore, tmp_path: Path):
+    """What a `fedlab run` in a terminal looks like to the dashboard: a run owned by another, live process."""
+    process = subprocess.Popen([sys.executable, "-c", _OWNING_WRITER, str(store.path)], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, "the writer process ended before creating its run"
+        assert store.mark_interrupted() == 0
+        assert store.get_run(run_id).status == "running"
+    finally:
+        process.kill()
+        process.wait(10)
+        process.stdout.close()
+    assert store.mark_interrupted() == 1
+    run = store.get_run(run_id)
+    assert run.status == "interrupted" and "ended before it finished" in run.error
+
+
+def test_a_later_process_reusing_the_owners_pid_does_not_keep_the_run_alive(store: RunStore):
+    run_id = store.create_run(make_config())
+    store.set_status(run_id, "running")
+    parent = os.getppid()  # alive, but started long before the owner it stands in for
+    owner = json.dumps({"host": socket.gethostname(), "pid": parent, "token": "x", "started": 1.0})
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE runs SET owner = ?", (owner,))
+    assert store.mark_interrupted() == 1
 
 
 def test_export_json_has_the_cli_keys_and_run_fields(store: RunStore):
@@ -360,12 +420,23 @@ _CRASHING_WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+_OWNING_WRITER = textwrap.dedent("""
+    import sys, time
+    from fedlab.config import ExperimentConfig
+    from fedlab.store import RunStore
+
+    store = RunStore(sys.argv[1])
+    run_id = store.create_run(ExperimentConfig(rounds=10))
+    store.set_status(run_id, "running")
+    print(run_id, flush=True)
+    time.sleep(60)
+""")
+
+
 def test_process_killed_mid_run_leaves_a_sound_store_with_its_rounds(tmp_path: Path):
     path = tmp_path / "fedlab.db"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, str(path)], stdout=subprocess.PIPE,
-                               text=True, env=env)
+                               text=True)
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, "the writer process ended before writing its rounds"

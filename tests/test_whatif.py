@@ -37,11 +37,13 @@ def dropout_run(tiny_data, build_cache):
     return train(config, tiny_data, build_cache)[0]
 
 
+@pytest.mark.tff
 def test_client_dropout_lowers_the_clients_that_report(dropout_run):
     (record,) = dropout_run
     assert 1 <= record.clients < 3  # of the three clients, all sampled each round
 
 
+@pytest.mark.tff
 def test_a_round_with_dropped_clients_still_trains(dropout_run):
     assert all(np.isfinite([r.train_loss, r.val_loss, r.train_accuracy, r.val_accuracy]).all() for r in dropout_run)
 
@@ -67,6 +69,7 @@ def dp_runs(tiny_data, build_cache):
     return first, again, noisy
 
 
+@pytest.mark.tff
 def test_dp_without_noise_repeats_with_the_same_seed(dp_runs):
     (first_records, first_weights), (again_records, again_weights), _ = dp_runs
     for a, b in zip(first_weights, again_weights):
@@ -74,6 +77,7 @@ def test_dp_without_noise_repeats_with_the_same_seed(dp_runs):
     assert first_records[0].val_loss == pytest.approx(again_records[0].val_loss, rel=1e-4)
 
 
+@pytest.mark.tff
 def test_dp_noise_changes_the_update(dp_runs):
     (quiet_records, quiet_weights), _, (noisy_records, noisy_weights) = dp_runs
     assert len(noisy_weights) == len(quiet_weights)

@@ -1,5 +1,5 @@
 """TFF workers: two on loopback give the local metrics; an unreachable or lost worker is a clear error;
-`fedlab worker` stops cleanly; no worker process outlives a test."""
+`fedlab worker` serves loopback only unless --allow-remote, stops cleanly; no worker process outlives a test."""
 import os
 import queue
 import signal
@@ -44,7 +44,7 @@ class CliWorker:
     def __init__(self, *extra: str, port: int | None = None):
         self.port = port or portpicker.pick_unused_port()
         self.tag = uuid.uuid4().hex
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "FEDLAB_TEST_TAG": self.tag}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "FEDLAB_TEST_TAG": self.tag}
         self.proc = subprocess.Popen([sys.executable, "-m", "fedlab", "worker", "--port", str(self.port), *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      text=True, env=env, cwd=ROOT)
@@ -103,6 +103,7 @@ def metrics(records) -> np.ndarray:
     return np.array([[r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy] for r in records])
 
 
+@pytest.mark.tff
 def test_two_workers_on_loopback_give_the_local_metrics(tiny_data, build_cache):
     local_config = ExperimentConfig(data=tiny_data.config, **TINY)
     local, local_test = run_rounds(local_config, tiny_data, build_cache)
@@ -125,6 +126,7 @@ def test_two_workers_on_loopback_give_the_local_metrics(tiny_data, build_cache):
     assert running_worker_pids() == []
 
 
+@pytest.mark.tff
 def test_unreachable_worker_fails_fast_naming_it():
     import tensorflow_federated  # noqa: F401  (imported before the clock starts: it takes seconds)
 
@@ -140,7 +142,7 @@ def test_unreachable_worker_fails_fast_naming_it():
 
 def test_cli_run_with_an_unreachable_worker_is_one_line_and_exit_2():
     target = f"localhost:{portpicker.pick_unused_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "fedlab", "run", "--top-users", "3", "--n", "9", "--workers", target],
                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
@@ -150,6 +152,7 @@ def test_cli_run_with_an_unreachable_worker_is_one_line_and_exit_2():
     assert time.monotonic() - started < 60  # before TensorFlow, the data or the model
 
 
+@pytest.mark.tff
 def test_lost_worker_fails_the_run_and_keeps_its_rounds(tiny_data, build_cache, tmp_path):
     store = RunStore(tmp_path / "fedlab.db")
     jobs = JobManager(store, experiment_factory=lambda c: Experiment(c, data=tiny_data, cache=build_cache))
@@ -176,18 +179,25 @@ def test_lost_worker_fails_the_run_and_keeps_its_rounds(tiny_data, build_cache, 
     assert running_worker_pids() == []
 
 
-def test_worker_refuses_to_start_without_allow_remote():
+@pytest.mark.tff
+def test_worker_without_allow_remote_serves_this_machine_only():
+    from tests.test_worker_security import listening, loopback
+
     worker = CliWorker()
     try:
-        assert worker.proc.wait(60) == 2
+        line = worker.wait_for("listening")
+        assert "this machine only" in line and f"127.0.0.1:{worker.port}" in line and "ssh -L" in line
+        (pid,) = tagged_workers(worker.tag)
+        assert {port for _, port in listening(pid)} == {worker.port}
+        assert all(loopback(address) for address, _ in listening(pid))
+        check_workers([f"127.0.0.1:{worker.port}"], timeout=5.0)  # it accepts connections over loopback
+        assert worker.stop(signal.SIGTERM) == 0
     finally:
         worker.kill()
-    text = "".join(worker.output) + "".join(iter(worker.lines.get, None))
-    assert "every network interface" in text and "--allow-remote" in text
-    assert text.count("\n") == 1 and "Traceback" not in text
-    assert tagged_workers(worker.tag) == []
+    assert wait_gone(worker.tag) == []
 
 
+@pytest.mark.tff
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)])
 def test_worker_serves_until_stopped_and_leaves_no_process(signum, status):
     worker = CliWorker("--allow-remote")

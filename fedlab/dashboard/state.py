@@ -1,8 +1,9 @@
 """What every dashboard page shares: cached resources, per-session state, page set-up and errors.
 
-Not a page itself (app.py lists the pages). The other helper modules beside it: sources (the
+Not a page itself (app.py lists the pages in pages/). The other helper modules beside it: sources (the
 check-in data), settings (the training settings form), results (a run's views), comparison (two
-runs side by side), history (the Runs page) and presentation (presentation mode).
+runs side by side), history (the Runs page), presentation (presentation mode) and access (who may
+change a run).
 
 Threads: the JobManager's training thread never calls Streamlit. Everything it uses (the run store,
 the experiment factory, the lazily made BuildCache) is plain Python created here on the script thread.
@@ -25,13 +26,13 @@ import streamlit as st
 
 from fedlab.config import ExperimentConfig
 from fedlab.errors import ConfigError, FedlabError
-from fedlab.jobs import JobManager
-from fedlab.store import Run, RunStore, app_db_path
+from fedlab.jobs import JobManager, queue_limit_from_env
+from fedlab.store import Run, RunStore, default_path
 from fedlab.synthetic import SYNTHETIC_LABEL
 
 log = logging.getLogger(__name__)
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]  # the checkout: app.py, assets/, data/ (fedlab is installed with -e)
 POLL_SECONDS = 1.0
 _VIEW_KEY = "_kept_view"  # what the last run drew, for keep_widget_state
 DEMO_SWITCH = "FEDLAB_DEMO_RUNS"  # "0" = never queue demo runs (the tests set it)
@@ -55,7 +56,7 @@ class SharedBuildCache:
 
 
 def db_path() -> Path:
-    return app_db_path()
+    return default_path()
 
 
 @st.cache_resource(show_spinner=False)
@@ -79,7 +80,7 @@ def _start_jobs(path: str, factory_spec: str) -> JobManager:
     factory = experiment_factory(factory_spec, build_cache())
     # Models and TensorBoard logs live beside the database, one file or folder per run id.
     return JobManager(_open_store(path), experiment_factory=factory, model_dir=Path(path).parent / "models",
-                      tensorboard_dir=Path(path).parent / "tensorboard")
+                      tensorboard_dir=Path(path).parent / "tensorboard", queue_limit=queue_limit_from_env())
 
 
 def job_manager() -> JobManager:
@@ -100,9 +101,9 @@ def experiment_factory(spec: str, shared: SharedBuildCache) -> Callable[[Experim
 
 
 def _engine_experiment(shared: SharedBuildCache, config: ExperimentConfig):
-    from fedlab.engine import Experiment  # TensorFlow loads here, in the training thread
+    from fedlab.engine import experiment_factory as engine_factory  # TensorFlow loads here, in the training thread
 
-    return Experiment(config, cache=shared.get())
+    return engine_factory(shared.get())(config)
 
 
 def _with_cache(target: Callable, shared: SharedBuildCache, config: ExperimentConfig):
@@ -134,7 +135,8 @@ def ensure_navigation() -> None:
     A folder named pages/ next to app.py makes Streamlit (1.52) run a page file directly when a
     fresh server's first request is its URL (a reload or bookmark), skipping app.py and its
     st.navigation. st.navigation clears this flag for the rest of the process; one rerun lets
-    app.py handle the same URL.
+    app.py handle the same URL. The flag is private Streamlit state (PagesManager.uses_pages_directory),
+    read and written only here; tests/test_dashboard_boundary.py fails if Streamlit changes it.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -149,7 +151,7 @@ def ensure_navigation() -> None:
 class DataSource:
     """The check-ins a session works with: the synthetic city, a file path, or a saved upload."""
 
-    kind: str  # a key of pages.sources.SOURCE_KINDS
+    kind: str  # a key of fedlab.dashboard.sources.SOURCE_KINDS
     path: str | None
     label: str
 
@@ -220,27 +222,101 @@ def show_error(exc: BaseException) -> None:
              "details are in the server log.", icon=":material/error:")
 
 
-# ----- demo runs at first start -----
+# ----- start-up work: demo runs, then the default model pre-built -----
+
+PREBUILD_SWITCH = "FEDLAB_PREBUILD"  # "0" = no pre-build at start (FEDLAB_DEMO_RUNS=0 switches it off too)
+REQUEUED_STATUSES = ("interrupted", "failed")  # a demo run that ended so is queued again at the next start
+
 
 def start_demo_runs() -> list[str]:
-    """Queues the demo runs once per app process, and only when the run store holds no runs at all."""
-    if os.environ.get(DEMO_SWITCH, "1").strip() == "0":
+    """Once per app process: queues the demo runs, then pre-builds the Train page's default model.
+
+    Demo runs go into an empty run store, or again when the latest run of that name was interrupted (the
+    app stopped while preparing it) or failed. The pre-build waits until no run trains, so the demo runs
+    come first; it fills the shared BuildCache, so a first Run with the default settings starts at once.
+    """
+    if not demo_runs_switched_on():
         return []
     try:
-        return _queue_demo_runs(str(db_path()), os.environ.get("FEDLAB_EXPERIMENT", "").strip())
+        return _start_up(str(db_path()), os.environ.get("FEDLAB_EXPERIMENT", "").strip())
     except Exception:  # an unusable store is reported by the page that opens it; demos are optional
         log.warning("could not queue the demo runs", exc_info=True)
         return []
 
 
+def demo_runs_switched_on() -> bool:
+    return os.environ.get(DEMO_SWITCH, "1").strip() != "0"
+
+
 @st.cache_resource(show_spinner=False)
-def _queue_demo_runs(path: str, factory_spec: str) -> list[str]:
+def _start_up(path: str, factory_spec: str) -> list[str]:
     demo = _demo_module()
-    store = _open_store(path)
-    if demo is None or store.list_runs():
-        return []
+    store = _open_store(path)  # marks the runs an earlier process left behind interrupted first
     manager = _start_jobs(path, factory_spec)
-    return [manager.submit(config, name=name) for name, config in demo.missing_demo_runs(store)]
+    queued = []
+    if demo is not None:
+        to_queue = demo_runs_to_queue(store.list_runs(), demo.missing_demo_runs(store))
+        queued = [manager.submit(config, name=name) for name, config in to_queue]
+    _start_prebuild(manager, factory_spec)
+    return queued
+
+
+def demo_runs_to_queue(runs: list[Run], missing: list[tuple[str, ExperimentConfig]]) -> list:
+    """Which missing demo runs to queue at start, given every stored run (newest first): all of them into an
+    empty store, else those whose latest run was interrupted or failed (a stopped or deleted one stays so)."""
+    if not runs:
+        return list(missing)
+    latest = latest_by_name(runs)
+    return [(name, config) for name, config in missing if name in latest and latest[name].status in REQUEUED_STATUSES]
+
+
+def latest_by_name(runs: list[Run]) -> dict[str, Run]:
+    """The newest run of each name, from runs listed newest first."""
+    latest: dict[str, Run] = {}
+    for run in runs:
+        latest.setdefault(run.name, run)
+    return latest
+
+
+def _start_prebuild(manager: JobManager, factory_spec: str) -> None:
+    if os.environ.get(PREBUILD_SWITCH, "1").strip() == "0":
+        return
+    prebuild = _prebuild_function(factory_spec)
+    if prebuild is None:
+        return
+    config = _default_train_config()
+    shared = build_cache()
+    threading.Thread(target=_prebuild_when_idle, args=(manager, prebuild, config, shared), daemon=True,
+                     name="fedlab-prebuild").start()
+
+
+def _prebuild_function(factory_spec: str) -> Callable | None:
+    """The engine's prebuild(config, cache); a test factory may offer its own as a `prebuild` attribute."""
+    if not factory_spec:
+        return _engine_prebuild
+    return getattr(_import_target(factory_spec), "prebuild", None)
+
+
+def _engine_prebuild(config: ExperimentConfig, cache) -> None:
+    from fedlab import engine  # TensorFlow loads here, in the pre-build thread
+
+    engine.prebuild(config, cache)
+
+
+def _default_train_config() -> ExperimentConfig:
+    from fedlab.dashboard import settings  # settings imports this module
+
+    return settings.config_from_settings(settings.default_settings("central"), SYNTHETIC, False)
+
+
+def _prebuild_when_idle(manager: JobManager, prebuild: Callable, config: ExperimentConfig,
+                        shared: SharedBuildCache) -> None:
+    # Plain Python only: this thread never calls Streamlit.
+    manager.wait_idle()  # the demo runs first; a run started meanwhile waits for the cache's build lock
+    try:
+        prebuild(config, shared.get())
+    except Exception:  # an optimisation only: the first run builds the model itself
+        log.warning("could not pre-build the default model", exc_info=True)
 
 
 def _demo_module():
@@ -253,11 +329,16 @@ def _demo_module():
 
 def demo_runs() -> list[Run]:
     """The stored runs named like a demo run, newest first; empty without fedlab.demo or a usable store."""
-    demo = _demo_module()
-    if demo is None:
+    names = set(demo_names())
+    if not names:
         return []
-    names = {name for name, _ in demo.demo_runs()}
     try:
         return [run for run in run_store().list_runs() if run.name in names]
     except FedlabError:  # an unusable store: the Runs page says so; Home just shows no demos
         return []
+
+
+def demo_names() -> list[str]:
+    """The demo runs' names in the order they train (central first); empty without fedlab.demo."""
+    demo = _demo_module()
+    return [] if demo is None else [name for name, _ in demo.demo_runs()]

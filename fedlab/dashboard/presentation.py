@@ -18,6 +18,11 @@ html { font-size: 21px; }
 </style>"""
 
 
+def kept_keys() -> list[str]:
+    """The switch's key, kept across pages by app.py."""
+    return [KEY]
+
+
 def presenting() -> bool:
     return bool(st.session_state.get(KEY, False))
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fedlab.dashboard import access
+from fedlab.dashboard.results import run_labels, settings_summary
+from fedlab.dashboard.state import run_store, session_id
 from fedlab.store import Run, RunStore
-from pages.results import best_val_accuracy, run_labels, settings_summary
-from pages.state import run_store, session_id
-
 
 # ----- which run the Train page shows -----
 
@@ -25,6 +25,7 @@ def open_train_run(run_id: str) -> None:
 def train_run_id() -> str | None:
     """The run the Train page shows: the URL's, else this session's chosen one, else its latest."""
     store = run_store()
+    store.mark_interrupted()  # a `fedlab run` killed in its terminal shows as interrupted, not running forever
     for candidate in (st.query_params.get("run"), st.session_state.get("train_run_id")):
         if candidate and store.get_run(candidate) is not None:
             return candidate
@@ -71,13 +72,14 @@ RUNS_COLUMNS = {
 
 def runs_table(store: RunStore, runs: list[Run]) -> pd.DataFrame:
     """One row per run for the Runs page: status, name, settings, best validation and test accuracy."""
+    summaries = store.round_summaries()  # one query for every run's rounds, however many runs
     rows = []
     for run in runs:
-        rounds = store.rounds(run.id)
+        summary = summaries.get(run.id)
         rows.append({
             "status": run.status, "name": run.name,
-            "settings": settings_summary(run.config), "rounds": len(rounds),
-            "best val accuracy": _percent(best_val_accuracy(rounds)),
+            "settings": settings_summary(run.config), "rounds": summary.rounds if summary else 0,
+            "best val accuracy": _percent(summary.best_val_accuracy if summary else None),
             "test accuracy": _percent((run.test or {}).get("accuracy")),
             "created (UTC)": run.created_at.strftime("%Y-%m-%d %H:%M"), "id": run.id,
         })
@@ -105,8 +107,17 @@ def run_picker(runs: list[Run]) -> Run:
 
 
 def run_actions(run: Run) -> None:
-    """Rename, pin as reference, watch on Train, delete (with a confirmation) and the downloads."""
+    """Rename, pin as reference, watch on Train, delete (with a confirmation) and the downloads.
+
+    Rename, pin and delete only for runs this session may change (dashboard.access); the rest for every run.
+    """
     store = run_store()
+    if not access.can_change(run):
+        access.read_only_caption(run)
+        with st.container(horizontal=True):
+            _watch_button(run)
+            _downloads(store, run)
+        return
     name, rename = st.columns([4, 1], vertical_alignment="bottom")
     name.text_input("Name", value=run.name, key=f"runs_name_{run.id}", max_chars=80,
                     help="A new name for this run; press Rename to keep it.")
@@ -115,10 +126,7 @@ def run_actions(run: Run) -> None:
         st.error(st.session_state.pop("runs_rename_error"), icon=":material/error:")
     with st.container(horizontal=True):
         _pin_button(store, run)
-        if st.button("Show on Train page", key=f"runs_btn_watch_{run.id}", icon=":material/model_training:",
-                     help="Follow this run on the Train page."):
-            st.session_state["train_run_id"] = run.id
-            st.switch_page("pages/train.py", query_params={"run": run.id})
+        _watch_button(run)
         _downloads(store, run)
         if st.button("Delete…", key=f"runs_btn_delete_{run.id}", disabled=run.is_active, icon=":material/delete:",
                      help="Stop the run first." if run.is_active else "Delete the run, its rounds and its model file."):
@@ -127,8 +135,18 @@ def run_actions(run: Run) -> None:
         _confirm_delete(store, run)
 
 
+def _watch_button(run: Run) -> None:
+    if st.button("Show on Train page", key=f"runs_btn_watch_{run.id}", icon=":material/model_training:",
+                 help="Follow this run on the Train page."):
+        st.session_state["train_run_id"] = run.id
+        st.switch_page("pages/train.py", query_params={"run": run.id})
+
+
 def _rename(run_id: str) -> None:
     # A callback, so the run picker (whose labels change with the name) can be kept on this run.
+    run = run_store().get_run(run_id)
+    if run is None or not access.can_change(run):  # checked again: the page may be older than a lock
+        return
     try:
         run_store().rename(run_id, st.session_state.get(f"runs_name_{run_id}", ""))
     except ValueError:
@@ -148,7 +166,7 @@ def _pin_button(store: RunStore, run: Run) -> None:
 def _confirm_delete(store: RunStore, run: Run) -> None:
     st.warning(f"Delete **{run.name}** with its rounds and model file? This cannot be undone.")
     yes, no, _ = st.columns([1, 1, 4])
-    if yes.button("Yes, delete", key=f"runs_btn_confirm_{run.id}", type="primary"):
+    if yes.button("Yes, delete", key=f"runs_btn_confirm_{run.id}", type="primary") and access.can_change(run):
         store.delete(run.id)
         for key in ("runs_confirm_delete", "runs_open"):
             st.session_state.pop(key, None)

@@ -8,12 +8,26 @@ import html
 import streamlit as st
 
 from fedlab import charts
-from fedlab.store import Run, feature_label
-from pages.history import report_download
-from pages.presentation import show_chart
-from pages.results import (class_details, curves, fairness_view, reference_rounds, results_table, run_labels,
-                           settings_summary, status_line, stop_button)
-from pages.state import POLL_SECONDS, run_store, show_error
+from fedlab.dashboard.history import report_download
+from fedlab.dashboard.presentation import show_chart
+from fedlab.dashboard.results import (
+    class_details,
+    curves,
+    fairness_view,
+    reference_rounds,
+    results_table,
+    run_labels,
+    settings_summary,
+    status_line,
+    stop_button,
+)
+from fedlab.dashboard.state import POLL_SECONDS, demo_names, run_store, show_error
+from fedlab.store import Run
+
+
+def kept_keys() -> list[str]:
+    """The Compare page's own choices (new or history, and the two runs picked), kept across pages by app.py."""
+    return ["cmp_mode", "cmp_hist_a", "cmp_hist_b"]
 
 
 def compare_panel(run_ids: list[str]) -> None:
@@ -82,16 +96,20 @@ def compare_run_ids() -> list[str]:
     return from_url or list(st.session_state.get("compare_runs", []))
 
 
+def history_runs() -> list[Run]:
+    """The runs Compare can take from history: finished or stopped, with test results; newest first."""
+    return [run for run in run_store().list_runs(statuses=("finished", "stopped")) if run.test]
+
+
 def history_picker() -> list[str]:
     """Two selectboxes over runs that have test results; returns the chosen ids (empty when too few)."""
-    runs = [run for run in run_store().list_runs(statuses=("finished", "stopped")) if run.test]
+    runs = history_runs()
     if len(runs) < 2:
         st.info("Comparing from history needs two runs with test results; train some first.")
         return []
     labels = run_labels(runs)
     ids = list(labels)
-    for key, default in (("cmp_hist_a", _first_like(runs, "central", ids[1])),
-                         ("cmp_hist_b", _first_like(runs, "biggest", ids[0]))):
+    for key, default in zip(("cmp_hist_a", "cmp_hist_b"), default_pair(runs)):
         if st.session_state.get(key) not in ids:  # unset, or that run was deleted
             st.session_state[key] = default
     left, right = st.columns(2)
@@ -103,5 +121,11 @@ def history_picker() -> list[str]:
     return [a, b]
 
 
-def _first_like(runs: list[Run], preset: str, fallback: str) -> str:
-    return next((run.id for run in runs if feature_label(run.config.features) == preset), fallback)
+def default_pair(runs: list[Run]) -> tuple[str, str]:
+    """Run ids for A and B: the newest finished demo runs (central, biggest), else the two newest runs."""
+    finished = [run for run in runs if run.status == "finished"]
+    demos = [next((run.id for run in finished if run.name == name), None) for name in demo_names()]
+    if len(demos) == 2 and None not in demos:
+        return demos[0], demos[1]
+    newest = (finished + [run for run in runs if run not in finished])[:2]
+    return newest[1].id, newest[0].id

@@ -11,14 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from fedlab import charts, fairness
-from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
+from fedlab.dashboard import access
+from fedlab.dashboard.presentation import show_chart
+from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, show_error
 from fedlab.explain import round_explanation
-from fedlab.records import PERSONALIZED_ROW, personalized_cell
-from fedlab.store import Run, RunStore, feature_label
-from pages.presentation import show_chart
-from pages.sources import data_label
-from pages.state import POLL_SECONDS, job_manager, run_store, show_error
+from fedlab.metrics_table import best_baseline, metrics_table, num, pct
+from fedlab.settings_text import describe
+from fedlab.store import Run, RunStore
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:", "testing": ":material/fact_check:",
                 "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
@@ -36,25 +36,8 @@ FAIRNESS_COLUMNS = {
 # ----- describing runs -----
 
 def settings_summary(config: ExperimentConfig) -> str:
-    """One line of a run's main settings, e.g. "central · federated · N17 · 10 rounds × 4 epochs · ..."."""
-    clients = "all clients" if config.clients_per_round is None else f"{config.clients_per_round}/round"
-    users = "all users" if config.data.top_users is None else f"{config.data.top_users} users"
-    return (f"{feature_label(config.features)} · {config.mode} · N{config.data.n} · {config.rounds} rounds × "
-            f"{config.epochs} epochs · batch {config.batch_size} · GRU {config.gru_units} · {users} ({clients}) · "
-            f"{config.data.grouping} · {data_label(config)}"
-            + "".join(f" · {part}" for part in what_if_parts(config)))
-
-
-def what_if_parts(config: ExperimentConfig) -> list[str]:
-    """The what-if settings a run used, as short phrases (none when it used none of them)."""
-    parts = ["IID clients"] if config.data.iid else []
-    if config.client_dropout > 0:
-        parts.append(f"client dropout {config.client_dropout:.0%}")
-    if config.dp_clip is not None:
-        parts.append(f"DP clip {config.dp_clip:g} noise {config.dp_noise:g}")
-    if config.personalize_epochs:
-        parts.append(f"fine-tuned {config.personalize_epochs} epochs per client before the test")
-    return parts
+    """One line of a run's settings, e.g. "central · federated · 10 rounds · ... · IID clients"."""
+    return describe(config)
 
 
 def best_val_accuracy(rounds: pd.DataFrame) -> float | None:
@@ -69,34 +52,11 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
 
 def results_table(runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Final metrics of each run (columns) with the baselines of its own test data, as display text."""
-    rows: dict[str, dict[str, str]] = {}
-    for label, run in runs.items():
-        test, base = run.test or {}, run.baselines or {}
-        cells = {
-            "acc@1 (test accuracy)": _pct(test.get("accuracy")),
-            "acc@5 (top-5 accuracy)": _pct(test.get("top5_accuracy")),
-            "MRR (mean reciprocal rank)": _num(test.get("mrr")), "test loss (nats)": _num(test.get("loss")),
-            "best validation accuracy": _pct(best_val_accuracy(rounds.get(label, pd.DataFrame()))),
-            "rounds trained": str(len(rounds.get(label, ()))), "test targets scored": _int(test.get("examples")),
-        }
-        if test.get("personalized"):
-            cells[PERSONALIZED_ROW] = personalized_cell(test)
-        cells.update({f"baseline · {BASELINE_LABELS[k]}": _pct(base.get(k)) for k in BASELINE_LABELS})
-        for row, text in cells.items():
-            rows.setdefault(row, {})[label] = text
-    return pd.DataFrame.from_dict(rows, orient="index").fillna("—")  # a row only some runs have
+    return metrics_table({label: run.test for label, run in runs.items()},
+                         {label: run.baselines for label, run in runs.items()}, rounds)
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
-
-def _num(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def _int(value) -> str:
-    return "—" if value is None else f"{int(value):,}"
+_pct, _num = pct, num
 
 
 def progress_line(run: Run, rounds: pd.DataFrame) -> tuple[float, str]:
@@ -216,7 +176,15 @@ def status_line(run: Run, rounds: pd.DataFrame) -> None:
 
 
 def stop_button(run_id: str) -> None:
-    if st.button("Stop", key=f"stop_{run_id}", help="Ends the run after the current round; its rounds are kept."):
+    """Stop, for a run this app trains or queues and this session may change; else a caption why not."""
+    run = run_store().get_run(run_id)
+    if run is None:
+        return
+    if not job_manager().is_active(run_id):
+        st.caption("Not trained by this app (a `fedlab run` in a terminal): stop it there with Ctrl-C.")
+    elif not access.can_change(run):
+        access.read_only_caption(run)
+    elif st.button("Stop", key=f"stop_{run_id}", help="Ends the run after the current round; its rounds are kept."):
         job_manager().stop(run_id)
         st.toast("Stopping after the current round…")
 
@@ -238,7 +206,7 @@ def curves(runs: Mapping[str, pd.DataFrame], *, max_rounds: int | None, colors: 
 def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: bool = False) -> None:
     """Test metrics of one run beside its baselines (metrics, table, bar chart) and the per-client spread."""
     test, base = run.test or {}, run.baselines or {}
-    best_base = max(base.values(), default=None)
+    best_base = best_baseline(base)
     cols = st.columns(4)
     cols[0].metric("acc@1", _pct(test.get("accuracy")),
                    delta=None if best_base is None else f"{(test['accuracy'] - best_base) * 100:+.1f} pts",
@@ -263,7 +231,9 @@ def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: 
 
 
 def personalized_text(tuned: Mapping, best_baseline: float | None) -> str:
-    gain = "" if best_baseline is None else f" ({(tuned['accuracy'] - best_baseline) * 100:+.1f} pts against the best baseline)"
+    gain = ""
+    if best_baseline is not None:
+        gain = f" ({(tuned['accuracy'] - best_baseline) * 100:+.1f} pts against the best baseline)"
     return (f"**Personalised:** after {tuned['epochs']} epochs of fine-tuning on each client's own earlier check-ins, "
             f"acc@1 {tuned['accuracy']:.1%}{gain}, acc@5 {tuned['top5_accuracy']:.1%}, MRR {tuned['mrr']:.3f}. "
             "Each user's phone would adapt the shared model to its owner; the data still never leaves it.")

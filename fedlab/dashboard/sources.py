@@ -14,13 +14,18 @@ import streamlit as st
 
 from fedlab import explore, pipeline
 from fedlab.config import DataConfig, ExperimentConfig
+from fedlab.dashboard.state import APP_ROOT, SYNTHETIC, DataSource, data_source, show_error, skip_bad_rows
 from fedlab.errors import DataError, FedlabError
 from fedlab.loader import load_checkins
-from pages.state import APP_ROOT, SYNTHETIC, DataSource, data_source, show_error, skip_bad_rows
 
 UPLOAD_DIR = APP_ROOT / "data" / "uploads"  # uploads are saved here under a content hash, never their own name
 SOURCE_KINDS = {"synthetic": "Synthetic city (default)", "path": "A file on the server (path)",
                 "upload": "Upload a file"}
+
+
+def kept_keys() -> list[str]:
+    """The Data page's choices of grouping, users and N, kept across pages by app.py."""
+    return ["data_grouping", "data_top_users", "data_n"]
 
 
 def data_source_sidebar() -> None:

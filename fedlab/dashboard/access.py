@@ -1,0 +1,47 @@
+"""Which runs this browser session may change (fedlab.access), and the admin unlock on the Runs page."""
+from __future__ import annotations
+
+import streamlit as st
+
+from fedlab import access
+from fedlab.dashboard.state import session_id
+from fedlab.store import Run
+
+_UNLOCKED = "admin_unlocked"
+
+
+def shared() -> bool:
+    return access.shared_from_env()
+
+
+def can_change(run: Run) -> bool:
+    return access.may_change(run, session_id(), shared=shared(), admin=bool(st.session_state.get(_UNLOCKED)))
+
+
+def read_only_caption(run: Run) -> None:
+    st.caption(access.read_only_reason(run))
+
+
+def admin_unlock() -> None:
+    """On a shared server with an admin password set: a password field that unlocks every run's actions."""
+    if not shared() or not _admin_password():
+        return
+    if st.session_state.get(_UNLOCKED):
+        st.caption("Admin actions unlocked for this session: every run may be stopped, renamed or deleted.")
+        return
+    with st.expander("Admin", icon=":material/lock:"):
+        st.text_input("Admin password", type="password", key="admin_password_input",
+                      help="From .streamlit/secrets.toml (admin_password). Unlocks stopping, renaming and "
+                           "deleting every run, for this browser session.")
+        if st.button("Unlock", key="admin_btn_unlock"):
+            if access.password_matches(st.session_state.get("admin_password_input", ""), _admin_password()):
+                st.session_state[_UNLOCKED] = True
+                st.rerun()
+            st.error("Wrong password.", icon=":material/error:")
+
+
+def _admin_password() -> str | None:
+    try:
+        return st.secrets.get(access.ADMIN_SECRET)
+    except FileNotFoundError:  # no secrets.toml: no admin password
+        return None

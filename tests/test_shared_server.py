@@ -1,0 +1,161 @@
+"""One server, a whole class: each browser session changes only its own runs, queues a few at most, and the
+Runs table reads every run's rounds in one query. Two AppTest instances are two browser sessions."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from fedlab import access
+from fedlab.dashboard import history
+from fedlab.store import RunStore
+from tests import fakes
+from tests.helpers import assert_clean
+from tests.pages_support import WAIT, app, button_keys, db, store_run, texts, wait_for_round  # noqa: F401
+
+PASSWORD = "let-me-in"
+
+
+@pytest.fixture
+def shared(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("FEDLAB_SHARED", "1")
+    monkeypatch.delenv("FEDLAB_MAX_QUEUED_PER_SESSION", raising=False)
+    return monkeypatch
+
+
+def wait_for_status(store: RunStore, run_id: str, status: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while store.get_run(run_id).status != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get_run(run_id).status == status
+
+
+def unlock(at, password: str) -> None:
+    at.text_input(key="admin_password_input").set_value(password)
+    at.button(key="admin_btn_unlock").click().run()
+    assert_clean(at)
+
+
+def test_another_sessions_run_is_read_only_until_shared_mode_is_off_or_an_admin_unlocks(db, shared):
+    owner = app()
+    run_id = store_run(db, "A's run", session_id=owner.session_state["session_id"])
+    actions = {f"runs_btn_rename_{run_id}", f"runs_btn_pin_{run_id}", f"runs_btn_delete_{run_id}"}
+
+    owner.switch_page("pages/runs.py").run()
+    assert actions <= button_keys(owner)
+
+    other = app("runs")
+    assert not actions & button_keys(other)
+    assert "Read-only: started by another browser session" in texts(other)
+    assert f"runs_btn_watch_{run_id}" in button_keys(other)  # looking is for everyone
+
+    shared.setenv("FEDLAB_SHARED", "0")  # one user: today's behaviour
+    other.run()
+    other.text_input(key=f"runs_name_{run_id}").set_value("renamed by B")
+    other.button(key=f"runs_btn_rename_{run_id}").click().run()
+    assert RunStore(db).get_run(run_id).name == "renamed by B"
+
+    shared.setenv("FEDLAB_SHARED", "1")
+    other.secrets["admin_password"] = PASSWORD
+    other.run()
+    assert not actions & button_keys(other)
+    unlock(other, "wrong")
+    assert "Wrong password." in [error.value for error in other.error]
+    assert not actions & button_keys(other)
+    unlock(other, PASSWORD)
+    other.button(key=f"runs_btn_delete_{run_id}").click().run()
+    other.button(key=f"runs_btn_confirm_{run_id}").click().run()
+    assert_clean(other)
+    assert RunStore(db).get_run(run_id) is None
+
+
+def test_stop_is_only_for_the_sessions_own_run_unless_shared_mode_is_off_or_unlocked(db, shared):
+    shared.setattr(fakes, "ROUND_SECONDS", 0.05)
+    owner = app("train")
+    owner.number_input(key="train_rounds").set_value(400)
+    owner.button(key="train_btn_run").click().run()
+    store = RunStore(db)
+    (run,) = store.list_runs()
+    wait_for_round(store, run.id, 1)
+    owner.run()
+    assert f"stop_{run.id}" in button_keys(owner)
+
+    other = app("train", run=run.id)
+    assert f"stop_{run.id}" not in button_keys(other)
+    assert "Read-only: started by another browser session" in texts(other)
+
+    shared.setenv("FEDLAB_SHARED", "0")
+    other.run()
+    assert f"stop_{run.id}" in button_keys(other)
+
+    shared.setenv("FEDLAB_SHARED", "1")
+    other.secrets["admin_password"] = PASSWORD
+    other.switch_page("pages/runs.py").run()
+    assert f"stop_{run.id}" not in button_keys(other)
+    unlock(other, PASSWORD)
+    other.button(key=f"stop_{run.id}").click().run()
+    wait_for_status(store, run.id, "stopped")
+
+
+def test_demo_and_terminal_runs_are_read_only_in_shared_mode(db, shared):
+    run_id = store_run(db, "Demo · central", session_id="")
+    page = app("runs")
+    assert f"runs_btn_delete_{run_id}" not in button_keys(page)
+    assert "a demo run" in texts(page)
+
+
+def test_a_fourth_queued_run_of_a_session_is_refused_with_one_line(db, shared):
+    shared.setattr(fakes, "ROUND_SECONDS", 0.2)  # the first three stay queued or training meanwhile
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(400)
+    for _ in range(4):
+        at.button(key="train_btn_run").click().run()
+    assert_clean(at)
+    (message,) = [error.value for error in at.error]
+    assert "at most 3 runs queued or training" in message and "\n" not in message
+    assert len(RunStore(db).list_runs()) == 3
+    # Another session still has room.
+    app("train").button(key="train_btn_run").click().run()
+    assert len(RunStore(db).list_runs()) == 4
+
+
+def test_shared_mode_is_off_unless_fedlab_shared_is_1(monkeypatch: pytest.MonkeyPatch):
+    from fedlab.errors import ConfigError
+
+    monkeypatch.delenv("FEDLAB_SHARED", raising=False)
+    assert access.shared_from_env() is False
+    monkeypatch.setenv("FEDLAB_SHARED", "1")
+    assert access.shared_from_env() is True
+    monkeypatch.setenv("FEDLAB_SHARED", "yes")
+    with pytest.raises(ConfigError, match="FEDLAB_SHARED"):
+        access.shared_from_env()
+    assert not access.password_matches("", None) and not access.password_matches("x", "")
+    assert access.password_matches(PASSWORD, PASSWORD) and not access.password_matches("let-me-i", PASSWORD)
+
+
+# ----- the Runs table: one query for every run's rounds -----
+
+def test_runs_table_reads_the_rounds_of_any_number_of_runs_in_one_query(db, monkeypatch: pytest.MonkeyPatch):
+    store = RunStore(db)
+    statements: list[str] = []
+    connect = RunStore._connect
+
+    def traced(self) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    counts = {}
+    for total in (2, 12):
+        while len(store.list_runs()) < total:
+            store_run(db, f"run {len(store.list_runs())}", rounds=3, model=False)
+        runs = store.list_runs()
+        monkeypatch.setattr(RunStore, "_connect", traced)
+        statements.clear()
+        table = history.runs_table(store, runs)
+        monkeypatch.setattr(RunStore, "_connect", connect)
+        counts[total] = len(statements)
+        assert table["rounds"].tolist() == [3] * total
+        assert table["best val accuracy"].tolist() == pytest.approx([100 * (0.15 + 0.05 * 3)] * total)
+    assert counts == {2: 1, 12: 1}
