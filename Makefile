@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 TFF := tensorflow-federated==0.87.0
 PORT ?= 8501
 
-.PHONY: run test lint bench demo-runs browser jemalloc shim clean
+.PHONY: run serve-class test lint bench demo-runs lessons browser jemalloc shim clean
 
+# One user on this machine: the app listens on loopback only, and every run may be stopped, renamed or deleted.
 run: $(STAMP) jemalloc shim
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/streamlit run app.py --server.port $(PORT) --server.address 127.0.0.1
+
+# A room shares one server: every interface, each session changes only its own runs (docs/security.md).
+serve-class: $(STAMP) jemalloc shim
+	FEDLAB_SHARED=1 $(BIN)/streamlit run app.py --server.port $(PORT) --server.address 0.0.0.0
 
 # pytest's settings (test paths, timeout, markers) and ruff's are in pyproject.toml.
 test: lint browser jemalloc shim
@@ -25,6 +30,10 @@ bench: $(STAMP) jemalloc shim
 # Trains the dashboard's two demo runs into its store (runs/fedlab.db, or FEDLAB_DB) unless already there.
 demo-runs: $(STAMP) shim
 	$(BIN)/python -m fedlab demo
+
+# Trains every lesson run of the Lessons page into the same store ahead of class, skipping those already there.
+lessons: $(STAMP) jemalloc shim
+	$(BIN)/python -m fedlab lessons --prepare
 
 # Reinstalls only when requirements.txt or pyproject.toml is newer than the last install.
 $(STAMP): requirements.txt pyproject.toml

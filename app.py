@@ -1,11 +1,12 @@
 """fedlab dashboard: `streamlit run app.py`. Lists the pages; each page lives in pages/."""
+
 from __future__ import annotations
 
 import os
 
 import streamlit as st
 
-from fedlab.dashboard import comparison, presentation, settings, sources, state
+from fedlab.dashboard import comparison, lessons_view, presentation, settings, sources, state
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # training imports TensorFlow later; keep its log short
 
@@ -18,10 +19,17 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/map:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ]
 # Settings typed on one page survive a visit to another page (and a spell in presentation mode).
-KEPT_WIDGETS = [*settings.kept_keys(), *sources.kept_keys(), *comparison.kept_keys(), *presentation.kept_keys()]
+KEPT_WIDGETS = [
+    *settings.kept_keys(),
+    *sources.kept_keys(),
+    *comparison.kept_keys(),
+    *presentation.kept_keys(),
+    *lessons_view.kept_keys(),
+]
 
 state.init_session()
 state.start_demo_runs()  # once per process, into an empty run store only

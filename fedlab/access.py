@@ -5,6 +5,7 @@ started; runs of other sessions, the demo runs and `fedlab run` runs (which belo
 read-only, unless the session unlocked admin actions with the password in .streamlit/secrets.toml
 (`admin_password`). Off (the default, one user): every run may be changed, as on a personal machine.
 """
+
 from __future__ import annotations
 
 import hmac

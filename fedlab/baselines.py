@@ -10,6 +10,7 @@ Conventions:
 - All clients are pooled into flat arrays first, with a parallel array of client indices, so
   fitting and predicting are a handful of numpy calls however many clients there are.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -86,9 +87,7 @@ def predict_modes(table: ModeTable, keys: np.ndarray, *, fallback: int | np.ndar
     return np.where(found, modes, fallback)
 
 
-def within_client_pairs(
-    history: np.ndarray, history_client: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def within_client_pairs(history: np.ndarray, history_client: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(client, previous, following) of consecutive history entries that belong to the same client."""
     same = history_client[1:] == history_client[:-1]
     return history_client[:-1][same], history[:-1][same], history[1:][same]
@@ -148,8 +147,9 @@ def _pooled(
 
 def _check_class_ids(arrays: Mapping[str, np.ndarray], pooled: np.ndarray, num_classes: int) -> None:
     """Class ids must be integers in [0, num_classes); on failure, name the first client at fault."""
-    if pooled.size == 0 or (np.issubdtype(pooled.dtype, np.integer)
-                            and pooled.min() >= 0 and pooled.max() < num_classes):
+    if pooled.size == 0 or (
+        np.issubdtype(pooled.dtype, np.integer) and pooled.min() >= 0 and pooled.max() < num_classes
+    ):
         return
     for client, ids in arrays.items():
         ids = np.asarray(ids)
@@ -165,15 +165,19 @@ def _check_clients(
 ) -> None:
     """Inputs, targets and history must describe the same clients, position by position."""
     if set(test_inputs) != set(test_targets):
-        raise ValueError("test_inputs and test_targets must name the same clients; differ in "
-                         f"{sorted(set(test_inputs) ^ set(test_targets))}")
+        raise ValueError(
+            "test_inputs and test_targets must name the same clients; differ in "
+            f"{sorted(set(test_inputs) ^ set(test_targets))}"
+        )
     missing = sorted(set(test_targets) - set(history))
     if missing:
         raise ValueError(f"no history for test clients {missing}")
     for client, targets in test_targets.items():
         if np.shape(test_inputs[client]) != np.shape(targets):
-            raise ValueError(f"client {client!r}: inputs {np.shape(test_inputs[client])} and targets "
-                             f"{np.shape(targets)} differ in shape")
+            raise ValueError(
+                f"client {client!r}: inputs {np.shape(test_inputs[client])} and targets "
+                f"{np.shape(targets)} differ in shape"
+            )
 
 
 def compute_baselines(
@@ -210,10 +214,16 @@ def compute_baselines(
         "majority": majority,
         "repeat_last": current,
         "user_most_frequent": user_most_frequent_predict(
-            history=past, history_client=past_client, client=client, fallback=majority),
+            history=past, history_client=past_client, client=client, fallback=majority
+        ),
         "markov": markov,
         "user_markov": user_markov_predict(
-            pair_client=pair_client, previous=previous, following=following,
-            client=client, current=current, fallback=markov),
+            pair_client=pair_client,
+            previous=previous,
+            following=following,
+            client=client,
+            current=current,
+            fallback=markov,
+        ),
     }
     return {name: float(np.mean(predictions[name] == targets)) for name in BASELINE_LABELS}

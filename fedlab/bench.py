@@ -2,6 +2,7 @@
 
 Both sides train the same model on exactly the same batches, in one process, on the synthetic city.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,30 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="central")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--data", help="check-in file (default: the synthetic city)")
-    p.add_argument("--workers", default="",
-                   help="time the round on TFF workers next to the local runtime: 'local' = 1, 2 and 4 workers "
-                        "started on loopback by the bench, '1,2,8' = those counts, or host:port,... of running workers")
-    p.add_argument("--end-to-end", action="store_true",
-                   help="the study's full experiment: both presets, 100 clients, N 17, 4 epochs, batch 16, 10 rounds")
+    p.add_argument(
+        "--workers",
+        default="",
+        help="time the round on TFF workers next to the local runtime: 'local' = 1, 2 and 4 workers "
+        "started on loopback by the bench, '1,2,8' = those counts, or host:port,... of running workers",
+    )
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="the study's full experiment: both presets, 100 clients, N 17, 4 epochs, batch 16, 10 rounds",
+    )
     p.add_argument("--runs", type=int, default=1, help="with --end-to-end: repeat the experiment in one process")
-    p.add_argument("--rounds", type=int, default=10,
-                   help="with --end-to-end: rounds per model (10 as the study; fewer to check memory over many runs)")
-    p.add_argument("--first-round", action="store_true",
-                   help="seconds from Run (experiment made) to the first finished round, for the Train page's "
-                        "default settings: cold (nothing built) and after the dashboard's pre-build; --repeats of each")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="with --end-to-end: rounds per model (10 as the study; fewer to check memory over many runs)",
+    )
+    p.add_argument(
+        "--first-round",
+        action="store_true",
+        help="seconds from Run (experiment made) to the first finished round, for the Train page's "
+        "default settings: cold (nothing built) and after the dashboard's pre-build; --repeats of each",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_bench)
 
@@ -51,8 +65,12 @@ def run_bench(args) -> int:
         result = time_to_first_round(ExperimentConfig(data=DataConfig(data=args.data)), repeats=args.repeats)
     else:
         config = ExperimentConfig(
-            data=DataConfig(data=args.data, top_users=args.clients, n=args.n), features=PRESETS[args.preset],
-            epochs=args.epochs, batch_size=args.batch_size, gru_units=args.gru_units)
+            data=DataConfig(data=args.data, top_users=args.clients, n=args.n),
+            features=PRESETS[args.preset],
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            gru_units=args.gru_units,
+        )
         if args.workers:
             result = workers_scaling(config, workers=args.workers, repeats=args.repeats)
         else:
@@ -84,13 +102,18 @@ def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=N
     timings = experiment.round_timings[1:]
     fed_times = [t.train_seconds for t in timings]
     fed, keras = statistics.median(fed_times), statistics.median(keras_times)
-    return {"fedavg_round_seconds": round(fed, 3), "keras_same_work_seconds": round(keras, 3),
-            "ratio": round(fed / keras, 2),
-            "validation_seconds": round(statistics.median(t.validation_seconds for t in timings), 3),
-            "worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in timings), 3),
-            "worker_allocator": _allocator_name(), "clients": len(experiment.train_clients),
-            "batches_per_round": _batches_per_round(experiment), "repeats": repeats,
-            "fedavg_round_all_seconds": [round(t, 3) for t in fed_times]}
+    return {
+        "fedavg_round_seconds": round(fed, 3),
+        "keras_same_work_seconds": round(keras, 3),
+        "ratio": round(fed / keras, 2),
+        "validation_seconds": round(statistics.median(t.validation_seconds for t in timings), 3),
+        "worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in timings), 3),
+        "worker_allocator": _allocator_name(),
+        "clients": len(experiment.train_clients),
+        "batches_per_round": _batches_per_round(experiment),
+        "repeats": repeats,
+        "fedavg_round_all_seconds": [round(t, 3) for t in fed_times],
+    }
 
 
 def _allocator_name() -> str:
@@ -146,12 +169,19 @@ def workers_scaling(config: ExperimentConfig, *, workers: str, repeats: int) -> 
         seconds[label], all_seconds[label] = round(statistics.median(times), 3), times
         worst = max(worst, float(np.max(np.abs(metrics - local_metrics) / np.maximum(np.abs(local_metrics), 1e-12))))
     base = statistics.median(local)
-    return {"local_runtime_round_seconds": round(base, 3), "workers_round_seconds": seconds,
-            "relative_to_local_runtime": {k: round(v / base, 2) for k, v in seconds.items()},
-            "max_relative_metric_difference": float(f"{worst:.3g}"), "metrics_match_local": worst <= 1e-5,
-            "clients": len(experiment.train_clients), "batches_per_round": _batches_per_round(experiment),
-            "repeats": repeats, "dropout": 0.0, "cpu_cores": os.cpu_count(),
-            "round_seconds_all": {k: [round(t, 3) for t in v] for k, v in all_seconds.items()}}
+    return {
+        "local_runtime_round_seconds": round(base, 3),
+        "workers_round_seconds": seconds,
+        "relative_to_local_runtime": {k: round(v / base, 2) for k, v in seconds.items()},
+        "max_relative_metric_difference": float(f"{worst:.3g}"),
+        "metrics_match_local": worst <= 1e-5,
+        "clients": len(experiment.train_clients),
+        "batches_per_round": _batches_per_round(experiment),
+        "repeats": repeats,
+        "dropout": 0.0,
+        "cpu_cores": os.cpu_count(),
+        "round_seconds_all": {k: [round(t, 3) for t in v] for k, v in all_seconds.items()},
+    }
 
 
 def _timed_rounds(config: ExperimentConfig, cache) -> tuple[list[float], np.ndarray, object]:
@@ -181,8 +211,7 @@ def _keras_same_work(experiment, *, repeats: int) -> list[float]:
     from fedlab.model import loss_fn, metrics_fn
 
     model = experiment.initial_model()
-    model.compile(optimizer=tf.keras.optimizers.Adam(experiment.config.client_lr), loss=loss_fn(),
-                  metrics=metrics_fn())
+    model.compile(optimizer=tf.keras.optimizers.Adam(experiment.config.client_lr), loss=loss_fn(), metrics=metrics_fn())
     parts = experiment.round_datasets(experiment.train_clients, 0)
     data = parts[0]
     for part in parts[1:]:
@@ -241,20 +270,36 @@ def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
             first_round = {}
             accuracy = {}
             for preset in ("central", "biggest"):
-                config = ExperimentConfig(data=DataConfig(data=data, top_users=100, n=17), features=PRESETS[preset],
-                                          epochs=4, batch_size=16, rounds=rounds, patience=rounds)
+                config = ExperimentConfig(
+                    data=DataConfig(data=data, top_users=100, n=17),
+                    features=PRESETS[preset],
+                    epochs=4,
+                    batch_size=16,
+                    rounds=rounds,
+                    patience=rounds,
+                )
                 t0 = time.perf_counter()
+
                 def on_round(record, preset=preset, t0=t0, first_round=first_round):
                     first_round.setdefault(preset, time.perf_counter() - t0)
 
                 out = run_to_completion(config, cache=cache, on_round=on_round)
                 accuracy[preset] = round(out["test"]["accuracy"], 4)
-            results.append({"total_seconds": round(time.perf_counter() - started, 1),
-                            "first_round_seconds": {k: round(v, 1) for k, v in first_round.items()},
-                            "test_accuracy": accuracy, "rss_after_bytes": tree_rss_bytes(os.getpid())})
-    return {"rounds": rounds, "runs": results, "peak_memory_bytes": memory.peak_bytes,
-            "rss_after_run_mb": [round(r["rss_after_bytes"] / 2**20) for r in results],
-            "total_seconds_median": statistics.median(r["total_seconds"] for r in results)}
+            results.append(
+                {
+                    "total_seconds": round(time.perf_counter() - started, 1),
+                    "first_round_seconds": {k: round(v, 1) for k, v in first_round.items()},
+                    "test_accuracy": accuracy,
+                    "rss_after_bytes": tree_rss_bytes(os.getpid()),
+                }
+            )
+    return {
+        "rounds": rounds,
+        "runs": results,
+        "peak_memory_bytes": memory.peak_bytes,
+        "rss_after_run_mb": [round(r["rss_after_bytes"] / 2**20) for r in results],
+        "total_seconds_median": statistics.median(r["total_seconds"] for r in results),
+    }
 
 
 def time_to_first_round(config: ExperimentConfig, *, repeats: int = 3) -> dict:
@@ -271,12 +316,18 @@ def time_to_first_round(config: ExperimentConfig, *, repeats: int = 3) -> dict:
         prebuild(config, cache)
         prebuild_seconds.append(time.perf_counter() - started)
         prebuilt.append(_seconds_to_first_round(config, cache))
-    return {"cold_seconds": round(statistics.median(cold), 1),
-            "prebuilt_seconds": round(statistics.median(prebuilt), 1),
-            "prebuild_seconds": round(statistics.median(prebuild_seconds), 1),
-            "cold_all_seconds": [round(t, 1) for t in cold], "prebuilt_all_seconds": [round(t, 1) for t in prebuilt],
-            "clients": config.data.top_users, "gru_units": config.gru_units, "epochs": config.epochs,
-            "repeats": repeats, "cpu_cores": os.cpu_count()}
+    return {
+        "cold_seconds": round(statistics.median(cold), 1),
+        "prebuilt_seconds": round(statistics.median(prebuilt), 1),
+        "prebuild_seconds": round(statistics.median(prebuild_seconds), 1),
+        "cold_all_seconds": [round(t, 1) for t in cold],
+        "prebuilt_all_seconds": [round(t, 1) for t in prebuilt],
+        "clients": config.data.top_users,
+        "gru_units": config.gru_units,
+        "epochs": config.epochs,
+        "repeats": repeats,
+        "cpu_cores": os.cpu_count(),
+    }
 
 
 def _seconds_to_first_round(config: ExperimentConfig, cache) -> float:

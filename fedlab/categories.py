@@ -28,6 +28,7 @@ default city draws its names from these). Only public taxonomy names are stored,
 Names not in a table are counted and labelled ``OTHER``; matching first strips whitespace,
 then tries a normalised form (Unicode NFC, case-folded, runs of spaces collapsed).
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,7 +56,7 @@ def _check_grouping(grouping: str) -> None:
         raise ConfigError(f"unknown category grouping {grouping!r}; choose one of {', '.join(GROUPINGS)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_pairs(grouping: str) -> tuple[tuple[str, str], ...]:
     """The table's (category, group) rows; a tuple so the cached value cannot be mutated."""
     filename, column = _TABLES[grouping]

@@ -7,6 +7,7 @@ Conventions every figure follows:
 - baselines are grey, and a pinned reference run is drawn faint behind the others;
 - nothing needs the network (the map is a plain longitude/latitude scatter, no map tiles).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,17 @@ TEMPLATE = "plotly_white"
 ROUND_AXIS = "round"
 LOSS_AXIS = "cross-entropy loss (nats)"
 ACCURACY_AXIS = "accuracy"
-_CURVE_COLUMNS = {"loss": ("train_loss", "val_loss", LOSS_AXIS),
-                  "accuracy": ("train_accuracy", "val_accuracy", ACCURACY_AXIS)}
+_CURVE_COLUMNS = {
+    "loss": ("train_loss", "val_loss", LOSS_AXIS),
+    "accuracy": ("train_accuracy", "val_accuracy", ACCURACY_AXIS),
+}
 MAP_GROUPS = 10  # groups with their own colour on the map; the rest share one grey
 CLIENT_BINS = 20  # 5%-wide accuracy bins for the per-client chart
 USER_BINS = 25  # bins of the check-ins-per-user histogram
 
 
 # ----- colours -----
+
 
 def color_for(label: str) -> str:
     """The colour of a run or model: central blue, biggest orange, others from PALETTE (stable)."""
@@ -64,9 +68,15 @@ def distinct_colors(labels) -> dict[str, str]:
 
 # ----- training -----
 
-def learning_curves(runs: Mapping[str, pd.DataFrame], metric: str, *,
-                    reference: tuple[str, pd.DataFrame] | None = None,
-                    colors: Mapping[str, str] | None = None, max_rounds: int | None = None) -> go.Figure:
+
+def learning_curves(
+    runs: Mapping[str, pd.DataFrame],
+    metric: str,
+    *,
+    reference: tuple[str, pd.DataFrame] | None = None,
+    colors: Mapping[str, str] | None = None,
+    max_rounds: int | None = None,
+) -> go.Figure:
     """Per-round loss or accuracy of one or more runs on shared axes.
 
     `runs` maps a label to a rounds table (fedlab.store.RunStore.rounds). Training is dashed,
@@ -79,8 +89,15 @@ def learning_curves(runs: Mapping[str, pd.DataFrame], metric: str, *,
     fig = go.Figure()
     if reference is not None:
         label, rounds = reference
-        _add_curve_pair(fig, f"reference: {label}", rounds, train_column, val_column,
-                        color=colors.get(label, color_for(label)), opacity=REFERENCE_OPACITY)
+        _add_curve_pair(
+            fig,
+            f"reference: {label}",
+            rounds,
+            train_column,
+            val_column,
+            color=colors.get(label, color_for(label)),
+            opacity=REFERENCE_OPACITY,
+        )
     for label, rounds in runs.items():
         _add_curve_pair(fig, label, rounds, train_column, val_column, color=colors.get(label, color_for(label)))
     if fig.data:
@@ -100,29 +117,142 @@ def _most_rounds(runs: Mapping[str, pd.DataFrame]) -> int:
     return max((len(rounds) for rounds in runs.values()), default=0)
 
 
-def _add_curve_pair(fig: go.Figure, label: str, rounds: pd.DataFrame, train_column: str, val_column: str, *,
-                    color: str, opacity: float = 1.0) -> None:
+def _add_curve_pair(
+    fig: go.Figure,
+    label: str,
+    rounds: pd.DataFrame,
+    train_column: str,
+    val_column: str,
+    *,
+    color: str,
+    opacity: float = 1.0,
+) -> None:
     # The legend names each run once (its solid validation line); _add_line_key explains the dashes.
     for column, split, dash in ((train_column, "train", "dash"), (val_column, "validation", "solid")):
-        fig.add_trace(go.Scatter(
-            x=rounds["round"], y=rounds[column], name=label if split == "validation" else f"{label} · train",
-            legendgroup=label,
-            showlegend=split == "validation", mode="lines+markers", line={"color": color, "dash": dash, "width": 2},
-            marker={"size": 6}, opacity=opacity,
-            hovertemplate=f"{label} · {split}<br>round %{{x}}: %{{y:.4f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=rounds["round"],
+                y=rounds[column],
+                name=label if split == "validation" else f"{label} · train",
+                legendgroup=label,
+                showlegend=split == "validation",
+                mode="lines+markers",
+                line={"color": color, "dash": dash, "width": 2},
+                marker={"size": 6},
+                opacity=opacity,
+                hovertemplate=f"{label} · {split}<br>round %{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
 
 
 def _add_line_key(fig: go.Figure) -> None:
     """Two grey legend entries saying which line style is training and which validation."""
     for name, dash in (("training (dashed)", "dash"), ("validation (solid)", "solid")):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
-                                 line={"color": KEY_COLOR, "dash": dash, "width": 2}))
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                name=name,
+                hoverinfo="skip",
+                line={"color": KEY_COLOR, "dash": dash, "width": 2},
+            )
+        )
+
+
+# ----- communication -----
+
+MEGABYTE_AXIS = "megabytes sent (down + up, cumulative)"
+
+
+def cumulative_megabytes(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Per round: megabytes sent down, up and in all so far (from a rounds table's bytes columns)."""
+    out = pd.DataFrame({"round": rounds["round"]})
+    for name, column in (("down", "bytes_down"), ("up", "bytes_up")):
+        values = rounds[column] if column in rounds else pd.Series(0, index=rounds.index)
+        out[name] = values.astype(float).cumsum() / 1e6
+    out["total"] = out["down"] + out["up"]
+    return out
+
+
+def _sends_bytes(rounds: pd.DataFrame) -> bool:
+    return len(rounds) > 0 and cumulative_megabytes(rounds)["total"].iloc[-1] > 0
+
+
+def megabytes_per_round(runs: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Cumulative megabytes sent down (dotted) and up (solid) per round, for runs that sent any (federated)."""
+    colors = dict(colors or distinct_colors(runs))
+    fig = go.Figure()
+    for label, rounds in runs.items():
+        if not _sends_bytes(rounds):
+            continue
+        sent = cumulative_megabytes(rounds)
+        for column, dash in (("up", "solid"), ("down", "dot")):
+            fig.add_trace(
+                go.Scatter(
+                    x=sent["round"],
+                    y=sent[column],
+                    name=label if column == "up" else f"{label} · down",
+                    legendgroup=label,
+                    showlegend=column == "up",
+                    mode="lines+markers",
+                    line={"color": colors.get(label, color_for(label)), "dash": dash, "width": 2},
+                    marker={"size": 5},
+                    hovertemplate=f"{label} · {column}<br>round %{{x}}: %{{y:.3f}} MB<extra></extra>",
+                )
+            )
+    _layout(
+        fig,
+        title="Megabytes sent so far (solid: up, dotted: down)",
+        x_title=ROUND_AXIS,
+        y_title="megabytes (cumulative)",
+    )
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def accuracy_vs_megabytes(runs: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Validation accuracy against the megabytes sent so far: which setting learns most per byte."""
+    colors = dict(colors or distinct_colors(runs))
+    fig = go.Figure()
+    for label, rounds in runs.items():
+        if not _sends_bytes(rounds):
+            continue
+        sent = cumulative_megabytes(rounds)
+        fig.add_trace(
+            go.Scatter(
+                x=sent["total"],
+                y=rounds["val_accuracy"],
+                name=label,
+                mode="lines+markers",
+                line={"color": colors.get(label, color_for(label)), "width": 2},
+                marker={"size": 6},
+                customdata=rounds["round"],
+                hovertemplate=f"{label}<br>round %{{customdata}}: %{{y:.1%}} after %{{x:.3f}} MB<extra></extra>",
+            )
+        )
+    _layout(
+        fig,
+        title="Validation accuracy per megabyte sent (higher and further left is better)",
+        x_title=MEGABYTE_AXIS,
+        y_title=ACCURACY_AXIS,
+    )
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def sends_bytes(runs: Mapping[str, pd.DataFrame]) -> bool:
+    """Whether any of these runs sent bytes (federated runs measured them), so the communication charts apply."""
+    return any(_sends_bytes(rounds) for rounds in runs.values())
 
 
 # ----- results -----
 
-def metrics_vs_baselines(models: Mapping[str, float], baselines: Mapping[str, float], *,
-                         colors: Mapping[str, str] | None = None) -> go.Figure:
+
+def metrics_vs_baselines(
+    models: Mapping[str, float], baselines: Mapping[str, float], *, colors: Mapping[str, str] | None = None
+) -> go.Figure:
     """Test accuracy (acc@1) of each model (coloured bars, on top) and the baselines (grey bars), values shown.
 
     Baseline keys from fedlab.baselines.BASELINE_LABELS are shown by their labels.
@@ -131,11 +261,26 @@ def metrics_vs_baselines(models: Mapping[str, float], baselines: Mapping[str, fl
     names = [*models, *(BASELINE_LABELS.get(k, k) for k in baselines)]
     values = [*models.values(), *baselines.values()]
     bar_colors = [colors.get(m, color_for(m)) for m in models] + [BASELINE_COLOR] * len(baselines)
-    fig = go.Figure(go.Bar(
-        x=values, y=names, orientation="h", marker_color=bar_colors, text=[f"{v:.1%}" for v in values],
-        textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x:.2%}<extra></extra>", showlegend=False))
-    _layout(fig, title="Test accuracy: model vs simple baselines (grey)", x_title="test accuracy (acc@1)",
-            y_title="predictor", legend=False)
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker_color=bar_colors,
+            text=[f"{v:.1%}" for v in values],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    _layout(
+        fig,
+        title="Test accuracy: model vs simple baselines (grey)",
+        x_title="test accuracy (acc@1)",
+        y_title="predictor",
+        legend=False,
+    )
     fig.update_xaxes(tickformat=".0%", range=[0, min(1.0, max(values, default=0) * 1.2 + 0.05)])
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_layout(height=120 + 34 * len(names))
@@ -152,13 +297,22 @@ def per_class_recall(reports: Mapping[str, Mapping], *, colors: Mapping[str, str
     fig = go.Figure()
     for label, report in reports.items():
         per_class = report.get("per_class") or {}
-        fig.add_trace(go.Bar(
-            x=order, y=[per_class.get(c, {}).get("recall", 0.0) for c in order], name=label,
-            marker_color=colors.get(label, color_for(label)),
-            customdata=[per_class.get(c, {}).get("support", 0) for c in order],
-            hovertemplate=f"{label}<br>%{{x}}: %{{y:.1%}} of %{{customdata}} targets<extra></extra>"))
-    _layout(fig, title="Accuracy per true category (recall)", x_title="true category (most common first)",
-            y_title="recall (share predicted right)")
+        fig.add_trace(
+            go.Bar(
+                x=order,
+                y=[per_class.get(c, {}).get("recall", 0.0) for c in order],
+                name=label,
+                marker_color=colors.get(label, color_for(label)),
+                customdata=[per_class.get(c, {}).get("support", 0) for c in order],
+                hovertemplate=f"{label}<br>%{{x}}: %{{y:.1%}} of %{{customdata}} targets<extra></extra>",
+            )
+        )
+    _layout(
+        fig,
+        title="Accuracy per true category (recall)",
+        x_title="true category (most common first)",
+        y_title="recall (share predicted right)",
+    )
     fig.update_layout(barmode="group")
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     return fig
@@ -176,10 +330,19 @@ def confusion_heatmap(report: Mapping, *, title: str = "Confusion matrix") -> go
     counts = np.asarray(report.get("confusion") or np.zeros((len(names), len(names))), dtype=np.float64)
     row_totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
-    fig = go.Figure(go.Heatmap(
-        z=shares, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
-        colorbar={"title": {"text": "share of<br>true class"}, "tickformat": ".0%"},
-        customdata=counts, hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.1%} (%{customdata:.0f})<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares,
+            x=names,
+            y=names,
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            colorbar={"title": {"text": "share of<br>true class"}, "tickformat": ".0%"},
+            customdata=counts,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.1%} (%{customdata:.0f})<extra></extra>",
+        )
+    )
     _layout(fig, title=title, x_title="predicted category", y_title="true category", legend=False)
     fig.update_yaxes(autorange="reversed")  # diagonal from top left, as confusion matrices are read
     fig.update_xaxes(tickangle=-45)
@@ -196,21 +359,28 @@ def per_client_accuracy(reports: Mapping[str, Mapping], *, colors: Mapping[str, 
         counts, _ = np.histogram(values, bins=edges)
         most = max(most, int(counts.max(initial=0)))
         name = f"{label} (median {np.median(values):.0%})" if len(values) else label
-        fig.add_trace(go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2, y=counts, width=1.0 / CLIENT_BINS, name=name,
-            marker={"color": colors.get(label, color_for(label)), "line": {"width": 0}},
-            opacity=0.6 if len(reports) > 1 else 0.9, customdata=np.stack([edges[:-1], edges[1:]], axis=1),
-            hovertemplate="accuracy %{customdata[0]:.0%}–%{customdata[1]:.0%}: %{y} clients<extra></extra>"))
-    _layout(fig, title="Test accuracy per client", x_title="test accuracy of one client (acc@1)",
-            y_title="clients (count)")
+        fig.add_trace(
+            go.Bar(
+                x=(edges[:-1] + edges[1:]) / 2,
+                y=counts,
+                width=1.0 / CLIENT_BINS,
+                name=name,
+                marker={"color": colors.get(label, color_for(label)), "line": {"width": 0}},
+                opacity=0.6 if len(reports) > 1 else 0.9,
+                customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+                hovertemplate="accuracy %{customdata[0]:.0%}–%{customdata[1]:.0%}: %{y} clients<extra></extra>",
+            )
+        )
+    _layout(
+        fig, title="Test accuracy per client", x_title="test accuracy of one client (acc@1)", y_title="clients (count)"
+    )
     fig.update_layout(barmode="overlay", showlegend=True)
     fig.update_xaxes(tickformat=".0%", range=[0, 1])
     fig.update_yaxes(rangemode="tozero", dtick=max(1, math.ceil(most / 6)))  # whole clients only
     return fig
 
 
-def accuracy_vs_checkins(tables: Mapping[str, pd.DataFrame], *,
-                         colors: Mapping[str, str] | None = None) -> go.Figure:
+def accuracy_vs_checkins(tables: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
     """Per-client test accuracy against the client's check-ins (log scale), one colour per run.
 
     `tables` maps a label to fedlab.fairness.client_table (client, accuracy, examples, checkins).
@@ -218,14 +388,24 @@ def accuracy_vs_checkins(tables: Mapping[str, pd.DataFrame], *,
     colors = dict(colors or distinct_colors(tables))
     fig = go.Figure()
     for label, table in tables.items():
-        fig.add_trace(go.Scatter(
-            x=table["checkins"], y=table["accuracy"], mode="markers", name=label,
-            marker={"color": colors.get(label, color_for(label)), "size": 8, "opacity": 0.7},
-            customdata=np.stack([table["client"], table["examples"]], axis=1) if len(table) else None,
-            hovertemplate="client %{customdata[0]}<br>%{x:,} check-ins<br>accuracy %{y:.1%} on "
-                          "%{customdata[1]} targets<extra></extra>"))
-    _layout(fig, title="Client accuracy against client data size",
-            x_title="check-ins of the client (count, log scale)", y_title="test accuracy of the client (acc@1)")
+        fig.add_trace(
+            go.Scatter(
+                x=table["checkins"],
+                y=table["accuracy"],
+                mode="markers",
+                name=label,
+                marker={"color": colors.get(label, color_for(label)), "size": 8, "opacity": 0.7},
+                customdata=np.stack([table["client"], table["examples"]], axis=1) if len(table) else None,
+                hovertemplate="client %{customdata[0]}<br>%{x:,} check-ins<br>accuracy %{y:.1%} on "
+                "%{customdata[1]} targets<extra></extra>",
+            )
+        )
+    _layout(
+        fig,
+        title="Client accuracy against client data size",
+        x_title="check-ins of the client (count, log scale)",
+        y_title="test accuracy of the client (acc@1)",
+    )
     fig.update_xaxes(type="log")
     fig.update_yaxes(tickformat=".0%", range=[-0.02, 1.02])
     return fig
@@ -238,12 +418,20 @@ def _client_accuracies(report: Mapping) -> np.ndarray:
 
 # ----- data -----
 
+
 def category_bar(distribution: pd.DataFrame, *, top: int = 30) -> go.Figure:
     """Check-ins per category group (fedlab.explore.category_distribution), largest at the top."""
     shown = distribution.head(top)
-    fig = go.Figure(go.Bar(
-        x=shown["checkins"], y=shown["group"], orientation="h", marker_color=CENTRAL_COLOR,
-        customdata=shown["share"], hovertemplate="%{y}: %{x:,} check-ins (%{customdata:.1%})<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=shown["checkins"],
+            y=shown["group"],
+            orientation="h",
+            marker_color=CENTRAL_COLOR,
+            customdata=shown["share"],
+            hovertemplate="%{y}: %{x:,} check-ins (%{customdata:.1%})<extra></extra>",
+        )
+    )
     hidden = len(distribution) - len(shown)
     title = "Check-ins per category" + (f" (top {top}; {hidden} more not shown)" if hidden > 0 else "")
     _layout(fig, title=title, x_title="check-ins (count)", y_title="category", legend=False)
@@ -254,12 +442,19 @@ def category_bar(distribution: pd.DataFrame, *, top: int = 30) -> go.Figure:
 
 def hour_weekday_heatmap(table: pd.DataFrame) -> go.Figure:
     """Check-ins per local hour (x) and weekday (y) (fedlab.explore.hour_weekday_counts)."""
-    fig = go.Figure(go.Heatmap(
-        z=table.to_numpy(), x=list(table.columns), y=list(table.index), colorscale="Blues",
-        colorbar={"title": {"text": "check-ins"}},
-        hovertemplate="%{y} %{x}:00–%{x}:59<br>%{z:,} check-ins<extra></extra>"))
-    _layout(fig, title="When people check in (local time)", x_title="local hour of day (h)", y_title="weekday",
-            legend=False)
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.to_numpy(),
+            x=list(table.columns),
+            y=list(table.index),
+            colorscale="Blues",
+            colorbar={"title": {"text": "check-ins"}},
+            hovertemplate="%{y} %{x}:00–%{x}:59<br>%{z:,} check-ins<extra></extra>",
+        )
+    )
+    _layout(
+        fig, title="When people check in (local time)", x_title="local hour of day (h)", y_title="weekday", legend=False
+    )
     fig.update_xaxes(tickmode="linear", dtick=2)
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -272,14 +467,25 @@ def checkins_per_user_histogram(counts: pd.Series) -> go.Figure:
     low, high = (float(logs.min()), float(logs.max())) if len(logs) else (0.0, 1.0)
     edges = np.linspace(low, max(high, low + 1e-6), USER_BINS + 1)
     users, _ = np.histogram(logs, bins=edges)
-    fig = go.Figure(go.Bar(
-        x=(edges[:-1] + edges[1:]) / 2, y=users, width=np.diff(edges),
-        marker={"color": CENTRAL_COLOR, "line": {"width": 0}},
-        customdata=np.stack([10 ** edges[:-1], 10 ** edges[1:]], axis=1), showlegend=False,
-        hovertemplate="%{customdata[0]:.0f}–%{customdata[1]:.0f} check-ins: %{y} users<extra></extra>"))
-    ticks = [t for t in _nice_log_ticks(10 ** high) if 10 ** low / 1.5 <= t <= 10 ** high * 1.5]
-    _layout(fig, title="Check-ins per user", x_title="check-ins per user (count, log scale)",
-            y_title="users (count)", legend=False)
+    fig = go.Figure(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=users,
+            width=np.diff(edges),
+            marker={"color": CENTRAL_COLOR, "line": {"width": 0}},
+            customdata=np.stack([10 ** edges[:-1], 10 ** edges[1:]], axis=1),
+            showlegend=False,
+            hovertemplate="%{customdata[0]:.0f}–%{customdata[1]:.0f} check-ins: %{y} users<extra></extra>",
+        )
+    )
+    ticks = [t for t in _nice_log_ticks(10**high) if 10**low / 1.5 <= t <= 10**high * 1.5]
+    _layout(
+        fig,
+        title="Check-ins per user",
+        x_title="check-ins per user (count, log scale)",
+        y_title="users (count)",
+        legend=False,
+    )
     fig.update_xaxes(tickmode="array", tickvals=np.log10(ticks).tolist(), ticktext=[f"{t:,}" for t in ticks])
     fig.update_yaxes(rangemode="tozero", dtick=max(1, math.ceil(int(users.max(initial=0)) / 6)))  # whole users
     return fig
@@ -295,12 +501,24 @@ def _nice_log_ticks(upper: float) -> list[int]:
 
 def client_mix_heatmap(mix: pd.DataFrame) -> go.Figure:
     """Each client's share of check-ins per category group (fedlab.explore.client_category_mix)."""
-    fig = go.Figure(go.Heatmap(
-        z=mix.to_numpy(), x=list(mix.columns), y=list(mix.index), zmin=0, colorscale="Blues",
-        colorbar={"title": {"text": "share of the<br>client's check-ins"}, "tickformat": ".0%"},
-        hovertemplate="client %{y}<br>%{x}: %{z:.1%}<extra></extra>"))
-    _layout(fig, title="Category mix per client (non-IID view)", x_title="category",
-            y_title="client (user id, most active first)", legend=False)
+    fig = go.Figure(
+        go.Heatmap(
+            z=mix.to_numpy(),
+            x=list(mix.columns),
+            y=list(mix.index),
+            zmin=0,
+            colorscale="Blues",
+            colorbar={"title": {"text": "share of the<br>client's check-ins"}, "tickformat": ".0%"},
+            hovertemplate="client %{y}<br>%{x}: %{z:.1%}<extra></extra>",
+        )
+    )
+    _layout(
+        fig,
+        title="Category mix per client (non-IID view)",
+        x_title="category",
+        y_title="client (user id, most active first)",
+        legend=False,
+    )
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(tickangle=-45, type="category")
     fig.update_layout(height=max(360, 14 * len(mix) + 200))
@@ -323,14 +541,28 @@ def checkin_map(sample: pd.DataFrame, *, color_column: str | None = "group") -> 
             _add_points(fig, rest, "other categories", BASELINE_COLOR)
     else:
         _add_points(fig, sample, "check-ins", CENTRAL_COLOR)
-    _layout(fig, title=f"Where people check in ({len(sample):,} sampled check-ins)",
-            x_title="longitude (° east)", y_title="latitude (° north)")
+    _layout(
+        fig,
+        title=f"Where people check in ({len(sample):,} sampled check-ins)",
+        x_title="longitude (° east)",
+        y_title="latitude (° north)",
+    )
     mean_latitude = float(sample["latitude"].mean()) if len(sample) else 0.0
     # A degree of longitude is cos(latitude) times as long as a degree of latitude.
     fig.update_yaxes(scaleanchor="x", scaleratio=1.0 / max(math.cos(math.radians(mean_latitude)), 0.05))
-    fig.update_layout(height=600, margin={"t": 50, "r": 10},
-                      legend={"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left",
-                              "title": {"text": "category"}, "itemsizing": "constant"})
+    fig.update_layout(
+        height=600,
+        margin={"t": 50, "r": 10},
+        legend={
+            "orientation": "v",
+            "y": 1,
+            "yanchor": "top",
+            "x": 1.01,
+            "xanchor": "left",
+            "title": {"text": "category"},
+            "itemsizing": "constant",
+        },
+    )
     return fig
 
 
@@ -338,13 +570,20 @@ _MAP_COLORS = (CENTRAL_COLOR, BIGGEST_COLOR, *PALETTE)
 
 
 def _add_points(fig: go.Figure, points: pd.DataFrame, name: str, color: str) -> None:
-    fig.add_trace(go.Scattergl(
-        x=points["longitude"], y=points["latitude"], mode="markers", name=name,
-        marker={"size": 4, "color": color, "opacity": 0.6},
-        hovertemplate=f"{name}<br>%{{y:.4f}}° N, %{{x:.4f}}° E<extra></extra>"))
+    fig.add_trace(
+        go.Scattergl(
+            x=points["longitude"],
+            y=points["latitude"],
+            mode="markers",
+            name=name,
+            marker={"size": 4, "color": color, "opacity": 0.6},
+            hovertemplate=f"{name}<br>%{{y:.4f}}° N, %{{x:.4f}}° E<extra></extra>",
+        )
+    )
 
 
 # ----- explanation -----
+
 
 def fedavg_diagram(clients: int = 4) -> go.Figure:
     """A schematic of one FedAvg round: broadcast, local training on each client, weighted average."""
@@ -353,32 +592,66 @@ def fedavg_diagram(clients: int = 4) -> go.Figure:
     server_x, server_bottom, client_top = 0.5, 0.74, 0.3
     _box(fig, server_x, 0.85, "<b>Server</b><br>global model", CENTRAL_COLOR, width=0.34)
     for i, x in enumerate(xs, 1):
-        _box(fig, x, 0.19, f"<b>Client {i}</b><br>trains on its own<br>check-ins (never sent)", BIGGEST_COLOR,
-             width=0.18)
+        _box(
+            fig, x, 0.19, f"<b>Client {i}</b><br>trains on its own<br>check-ins (never sent)", BIGGEST_COLOR, width=0.18
+        )
         # Each client's pair of arrows meets the server at its own spot, so no two pairs cross.
         anchor = server_x + (x - server_x) * 0.3
         _arrow(fig, (anchor - 0.012, server_bottom), (x - 0.025, client_top), CENTRAL_COLOR)  # model out
         _arrow(fig, (x + 0.025, client_top), (anchor + 0.012, server_bottom), "#16a34a")  # update back
-    _note(fig, 0.5, 1.02, "④ new global model = average of the client updates, weighted by each client's "
-                          "number of training examples")
-    _note(fig, 0.5, -0.02, "① blue: the server sends the global model · ② each client trains it for a few local "
-                           "epochs · ③ green: only the model update goes back")
+    _note(
+        fig,
+        0.5,
+        1.02,
+        "④ new global model = average of the client updates, weighted by each client's number of training examples",
+    )
+    _note(
+        fig,
+        0.5,
+        -0.02,
+        "① blue: the server sends the global model · ② each client trains it for a few local "
+        "epochs · ③ green: only the model update goes back",
+    )
     fig.update_xaxes(visible=False, range=[0, 1])
     fig.update_yaxes(visible=False, range=[-0.08, 1.08])
-    fig.update_layout(template=TEMPLATE, height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False,
-                      dragmode=False)
+    fig.update_layout(
+        template=TEMPLATE, height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, dragmode=False
+    )
     return fig
 
 
 def _box(fig: go.Figure, x: float, y: float, text: str, color: str, *, width: float) -> None:
-    fig.add_shape(type="rect", x0=x - width / 2, x1=x + width / 2, y0=y - 0.11, y1=y + 0.11,
-                  line={"color": color, "width": 2}, fillcolor=color, opacity=0.15, layer="below")
+    fig.add_shape(
+        type="rect",
+        x0=x - width / 2,
+        x1=x + width / 2,
+        y0=y - 0.11,
+        y1=y + 0.11,
+        line={"color": color, "width": 2},
+        fillcolor=color,
+        opacity=0.15,
+        layer="below",
+    )
     fig.add_annotation(x=x, y=y, text=text, showarrow=False, font={"size": 12})
 
 
 def _arrow(fig: go.Figure, start: tuple[float, float], end: tuple[float, float], color: str) -> None:
-    fig.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref="x", yref="y", axref="x", ayref="y",
-                       text="", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2, arrowcolor=color)
+    fig.add_annotation(
+        x=end[0],
+        y=end[1],
+        ax=start[0],
+        ay=start[1],
+        xref="x",
+        yref="y",
+        axref="x",
+        ayref="y",
+        text="",
+        showarrow=True,
+        arrowhead=3,
+        arrowsize=1.2,
+        arrowwidth=2,
+        arrowcolor=color,
+    )
 
 
 def _note(fig: go.Figure, x: float, y: float, text: str) -> None:
@@ -387,13 +660,25 @@ def _note(fig: go.Figure, x: float, y: float, text: str) -> None:
 
 # ----- shared layout -----
 
+
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, legend: bool = True) -> None:
     # Title at the very top, legend in its own band just above the plot: the two never overlap.
-    fig.update_layout(template=TEMPLATE,
-                      title={"text": title, "font": {"size": 15}, "x": 0.01, "xref": "container",
-                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
-                      margin={"l": 60, "r": 20, "t": 110 if legend else 50, "b": 60}, showlegend=legend,
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0})
+    fig.update_layout(
+        template=TEMPLATE,
+        title={
+            "text": title,
+            "font": {"size": 15},
+            "x": 0.01,
+            "xref": "container",
+            "y": 1,
+            "yref": "container",
+            "yanchor": "top",
+            "pad": {"t": 12},
+        },
+        margin={"l": 60, "r": 20, "t": 110 if legend else 50, "b": 60},
+        showlegend=legend,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+    )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
 
@@ -404,6 +689,7 @@ def presentation_figure(fig: go.Figure, *, scale: float = 1.4) -> go.Figure:
     font = big.layout.font.size or 12
     title = big.layout.title.font.size or 15
     height = big.layout.height or 450  # Streamlit's and Plotly's usual default height
-    big.update_layout(font={"size": round(font * scale)}, title_font={"size": round(title * scale)},
-                      height=round(height * scale))
+    big.update_layout(
+        font={"size": round(font * scale)}, title_font={"size": round(title * scale)}, height=round(height * scale)
+    )
     return big

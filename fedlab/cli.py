@@ -1,4 +1,5 @@
-"""`python -m fedlab ...`: data-stats, run, runs, demo, bench, report, worker."""
+"""`python -m fedlab ...`: data-stats, run, runs, demo, lessons, bench, report, worker."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,13 +8,13 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings
 from fedlab.errors import FedlabError
+from fedlab.records import communication_totals
 from fedlab.settings_text import value_text
 
 if TYPE_CHECKING:
@@ -45,11 +46,15 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 def _add_setting(p: argparse.ArgumentParser, name: str, setting: Setting, default) -> None:
     """One option made from a config field's metadata: flag, type, default, choices and help."""
     flag = setting.flag or "--" + name.replace("_", "-")
-    text = setting.help.replace("%", "%%")  # argparse formats help with %
+    text = setting.form_help.replace("**", "").replace("%", "%%")  # argparse formats help with %
     if setting.kind == "features":
         p.add_argument("--preset", choices=sorted(PRESETS), default="central", help="feature preset (default: central)")
-        p.add_argument(flag, dest=name, default=None,
-                       help=f"comma-separated feature list (overrides --preset); known: {','.join(setting.choices)}")
+        p.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            help=f"comma-separated feature list (overrides --preset); known: {','.join(setting.choices)}",
+        )
         return
     if setting.kind == "bool":  # a switch: given means yes
         p.add_argument(flag, dest=name, action="store_true", help=text)
@@ -115,11 +120,14 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = experiment_config_from(args)  # checked before TensorFlow is imported, so errors come fast
-    if config.workers:
-        from fedlab.runtime import check_workers
+    if config.mode == "federated":  # fail in seconds, before data or model
+        from fedlab.runtime import check_local_worker_allowed, check_workers
 
-        check_workers(config.workers)  # an unreachable worker fails in seconds, before data or model
-    from fedlab.engine import Experiment
+        if config.workers:
+            check_workers(config.workers)
+        else:
+            check_local_worker_allowed()
+    from fedlab.engine import experiment_factory
     from fedlab.recording import record_run
     from fedlab.tblog import BestEffortLog, named_log_dir
 
@@ -130,10 +138,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.set_status(run_id, "running")
         if not args.no_store:
             print(f"recording run {run_id} in {store.path}", flush=True)
-        experiment = Experiment(config)
+        experiment = experiment_factory()(config)
         try:
-            record_run(store, run_id, experiment, board=BestEffortLog(log_dir) if log_dir is not None else None,
-                       on_ready=_print_ready, on_round=_print_round, on_testing=lambda: _print_testing(config))
+            record_run(
+                store,
+                run_id,
+                experiment,
+                board=BestEffortLog(log_dir) if log_dir is not None else None,
+                on_ready=_print_ready,
+                on_round=_print_round,
+                on_testing=lambda: _print_testing(config),
+            )
         finally:
             experiment.close()
         result = json.loads(store.export_json(run_id))
@@ -172,9 +187,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     path = _store_path(args)
     # Listing must not create a store where there is none.
     runs = RunStore(path).list_runs() if path.is_file() else []
-    rows = [{"id": run.id, "name": run.name, "status": run.status,
-             "test_accuracy": (run.test or {}).get("accuracy"), "created_at": run.created_at.isoformat()}
-            for run in runs]
+    rows = [
+        {
+            "id": run.id,
+            "name": run.name,
+            "status": run.status,
+            "test_accuracy": (run.test or {}).get("accuracy"),
+            "created_at": run.created_at.isoformat(),
+        }
+        for run in runs
+    ]
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -190,14 +212,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_ready(timing: dict) -> None:
-    print(f"data ready in {timing['preprocess_seconds']:.2f} s, model built in {timing['build_seconds']:.2f} s", flush=True)
+    print(
+        f"data ready in {timing['preprocess_seconds']:.2f} s, model built in {timing['build_seconds']:.2f} s",
+        flush=True,
+    )
 
 
 def _print_round(record) -> None:
     best = " *" if record.is_best else ""
-    print(f"round {record.round:3d}  train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}  "
-          f"val loss {record.val_loss:.4f} acc {record.val_accuracy:.4f}  clients {record.clients:4d}  "
-          f"{record.seconds:6.2f} s{best}", flush=True)
+    print(
+        f"round {record.round:3d}  train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}  "
+        f"val loss {record.val_loss:.4f} acc {record.val_accuracy:.4f}  clients {record.clients:4d}  "
+        f"{record.seconds:6.2f} s  {record.megabytes:8.3f} MB{best}",
+        flush=True,
+    )
 
 
 def _print_testing(config: ExperimentConfig) -> None:
@@ -208,12 +236,20 @@ def _print_testing(config: ExperimentConfig) -> None:
 
 def _print_result(result: dict) -> None:
     test = result["test"]
-    print(f"test  acc@1 {test['accuracy']:.4f}  acc@5 {test['top5_accuracy']:.4f}  MRR {test['mrr']:.4f}  "
-          f"loss {test['loss']:.4f}  on {test['examples']} targets")
+    print(
+        f"test  acc@1 {test['accuracy']:.4f}  acc@5 {test['top5_accuracy']:.4f}  MRR {test['mrr']:.4f}  "
+        f"loss {test['loss']:.4f}  on {test['examples']} targets"
+    )
     if tuned := test.get("personalized"):
-        print(f"after {tuned['epochs']} local epochs per client: acc@1 {tuned['accuracy']:.4f}  "
-              f"acc@5 {tuned['top5_accuracy']:.4f}  MRR {tuned['mrr']:.4f}  loss {tuned['loss']:.4f}")
+        print(
+            f"after {tuned['epochs']} local epochs per client: acc@1 {tuned['accuracy']:.4f}  "
+            f"acc@5 {tuned['top5_accuracy']:.4f}  MRR {tuned['mrr']:.4f}  loss {tuned['loss']:.4f}"
+        )
     print("baselines on the same targets: " + ", ".join(f"{k} {v:.4f}" for k, v in result["baselines"].items()))
+    sent = communication_totals(result["rounds"])
+    if sent["mb_down"] or sent["mb_up"]:
+        saved = f", {sent['mb_saved']:.3f} MB saved by compression" if sent["mb_saved"] else ""
+        print(f"communication: {sent['mb_down']:.3f} MB down, {sent['mb_up']:.3f} MB up{saved}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -229,8 +265,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"training {', '.join(missing)} into {path}", flush=True)
     # The same folders the dashboard uses beside its store, so it finds the models and logs.
     tensorboard_dir = Path(args.tensorboard_dir) if args.tensorboard_dir else path.parent / "tensorboard"
-    run_ids = run_demos(store, model_dir=path.parent / "models", tensorboard_dir=tensorboard_dir,
-                        on_finished=lambda run_id: _print_demo(store, run_id))
+    run_ids = run_demos(
+        store,
+        model_dir=path.parent / "models",
+        tensorboard_dir=tensorboard_dir,
+        on_finished=lambda run_id: _print_demo(store, run_id),
+    )
     failed = [run_id for run_id in run_ids if store.get_run(run_id).status != "finished"]
     return 1 if failed else 0
 
@@ -264,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json-out", help="write config, rounds, test, baselines and timing to this JSON file")
     run.add_argument("--tensorboard-dir", help="also log each round for TensorBoard, in DIR/<preset>-<time>")
     run.add_argument("--db", help=_DB_HELP)
-    run.add_argument("--no-store", action="store_true",
-                     help="do not record the run in the run store (the dashboard will not list it)")
+    run.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not record the run in the run store (the dashboard will not list it)",
+    )
     run.set_defaults(func=cmd_run)
 
     runs = sub.add_parser("runs", help="list the stored runs: id, status, test acc@1, name")
@@ -274,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
 
     demo = sub.add_parser("demo", help="train the dashboard's demo runs that the run store does not hold yet")
-    demo.add_argument("--db", help="run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, "
-                                   "the dashboard's store)")
-    demo.add_argument("--tensorboard-dir", help="TensorBoard logs, one folder per run id "
-                                                "(default: tensorboard/ beside the store)")
+    demo.add_argument(
+        "--db", help="run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, the dashboard's store)"
+    )
+    demo.add_argument(
+        "--tensorboard-dir", help="TensorBoard logs, one folder per run id (default: tensorboard/ beside the store)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     from fedlab import bench as bench_module
@@ -288,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fedlab import workers as workers_module
 
     workers_module.add_parser(sub)
+    from fedlab import lesson_prepare
+
+    lesson_prepare.add_parser(sub)
     return parser
 
 

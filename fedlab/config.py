@@ -5,6 +5,7 @@ choices, CLI flag and form group. The checks below, the CLI options (fedlab.cli)
 (fedlab/dashboard/settings.py), the report's settings table and the run's one-line summary are all made from it, so a
 new setting is one field here plus its use in the engine.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,13 +17,25 @@ from typing import Any
 from fedlab.errors import ConfigError
 
 CYCLIC_TIME_FEATURES = (
-    "clock_sin", "clock_cos", "day_sin", "day_cos",
-    "month_sin", "month_cos", "week_day_sin", "week_day_cos",
+    "clock_sin",
+    "clock_cos",
+    "day_sin",
+    "day_cos",
+    "month_sin",
+    "month_cos",
+    "week_day_sin",
+    "week_day_cos",
 )
 # The study's column order.
 ALL_FEATURES = (
-    "cat_id", "user_id", "latitude", "longitude", "is_weekend",
-    *CYCLIC_TIME_FEATURES, "venue_id", "orig_cat_id",
+    "cat_id",
+    "user_id",
+    "latitude",
+    "longitude",
+    "is_weekend",
+    *CYCLIC_TIME_FEATURES,
+    "venue_id",
+    "orig_cat_id",
 )
 # Integer ids; small vocabularies are one-hot, large ones embedded.
 CATEGORICAL_FEATURES = ("cat_id", "user_id", "venue_id", "orig_cat_id")
@@ -38,12 +51,45 @@ PRESETS = {
     "habits": (*ALL_FEATURES, *HABIT_FEATURES),
 }
 # Small settings that train in well under a minute on two cores (the Train page's "Quick demo" button).
-QUICK_DEMO = {"features": PRESETS["central"], "gru_units": 16, "top_users": 20, "rounds": 5, "epochs": 1}
+QUICK_DEMO = {
+    "features": PRESETS["central"],
+    "gru_units": 32,
+    "top_users": 20,
+    "rounds": 5,
+    "epochs": 3,
+    "dropout": 0.0,
+}
 GROUPINGS = ("uber", "root", "fine")
-GROUPING_NAMES = {"uber": "27 groups of the study", "root": "10 Foursquare top-level categories",
-                  "fine": "every Foursquare category"}
+GROUPING_NAMES = {
+    "uber": "27 groups of the study",
+    "root": "10 Foursquare top-level categories",
+    "fine": "every Foursquare category",
+}
 MODES = ("federated", "centralized")
 OPTIMIZERS = ("sgd", "adam")
+ALGORITHMS = ("fedavg", "fedprox", "mime")
+ALGORITHM_HELP = {
+    "fedavg": "Clients train locally and the server averages their updates; the baseline, best when clients are alike.",
+    "fedprox": "Adds a proximal term (strength mu) to each client's loss, meant to limit client drift when clients' "
+    "data differ; TFF 0.87 adds its gradient with the opposite sign, so larger mu pushes clients away.",
+    "mime": "MIME-lite: clients step with the server's optimizer state (e.g. Adam's moments) held fixed, so local "
+    "steps follow the global direction; helps with non-IID clients and adaptive optimizers.",
+}
+SERVER_OPTIMIZERS = ("sgd", "sgdm", "adam", "yogi", "adagrad")
+SERVER_OPTIMIZER_HELP = {
+    "sgd": "Applies the averaged update as it is (rate 1 = plain FedAvg).",
+    "sgdm": "FedAvgM: adds server momentum, which smooths noisy rounds when few clients are sampled.",
+    "adam": "FedAdam: per-weight adaptive steps, which help when updates differ much in scale (e.g. embeddings).",
+    "yogi": "FedYogi: like FedAdam with a more careful growth of the step size, steadier on very non-IID data.",
+    "adagrad": "FedAdagrad: steps shrink for weights that keep changing, which suits sparse updates.",
+}
+# Checked on this project's runtime: TFF's secure aggregator (and its distributed-DP one) fail on the first round.
+SECURE_AGGREGATION_UNAVAILABLE = (
+    "secure aggregation cannot run here: TFF's local C++ worker runtime does not implement the secure sum "
+    "(federated_secure_sum_bitwidth) that TFF's secure and distributed-DP aggregators need"
+)
+# Uniform quantisation bit widths TFF's encoders support for a model update (0 = off).
+COMPRESSION_BITS = (2, 16)
 KINDS = ("int", "float", "choice", "bool", "features", "path", "text", "list")
 # Form groups: where a setting's widget is drawn; "source" settings come from the sidebar's data source.
 GROUPS = ("features", "main", "advanced", "what_if", "name", "workers", "source")
@@ -73,6 +119,7 @@ class Setting:
     why: str = ""  # said after a bound in the message
     choices: tuple = ()
     choice_labels: Mapping[str, str] = field(default_factory=dict)
+    choice_help: Mapping[str, str] = field(default_factory=dict)  # one sentence per choice, for the form's help
     none: str | None = None  # what None (or an empty list) means, when it is allowed ("all", "off")
     flag: str = ""  # CLI option; default --field-name
     group: str = "main"
@@ -90,6 +137,13 @@ class Setting:
         assert self.kind in KINDS and self.group in GROUPS, (self.kind, self.group)
 
     @property
+    def form_help(self) -> str:
+        """The help, followed by each choice's sentence when the choices carry one."""
+        return " ".join(
+            [self.help, *(f"**{c}**: {self.choice_help[c]}" for c in self.choices if c in self.choice_help)]
+        )
+
+    @property
     def name_in_messages(self) -> str:
         return self.noun or self.label.lower()
 
@@ -100,8 +154,11 @@ class Setting:
         if self.kind in ("int", "float"):
             return self._number_problem(value)
         if self.kind == "choice":
-            return None if value in self.choices else (
-                f"{self.name_in_messages} must be one of {', '.join(self.choices)}, not {value!r}")
+            return (
+                None
+                if value in self.choices
+                else (f"{self.name_in_messages} must be one of {', '.join(self.choices)}, not {value!r}")
+            )
         if self.kind == "bool":
             return None if isinstance(value, bool) else self._refused("yes or no (true or false)", value)
         if self.kind in ("path", "text"):
@@ -135,48 +192,111 @@ def setting(**kwargs: Any) -> dict[str, Setting]:
     return {"setting": Setting(**kwargs)}
 
 
-DP = Switch("dp", "Differential privacy",
-            "DP-FedAvg: clip each client's update and add Gaussian noise to their sum, so the model reveals little "
-            "about any one user. Costs accuracy.")
+DP = Switch(
+    "dp",
+    "Differential privacy",
+    "DP-FedAvg: clip each client's update and add Gaussian noise to their sum, so the model reveals little "
+    "about any one user. Costs accuracy.",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """What turns a check-in file into client sequences; the cache key for preprocessing."""
 
-    n: int = field(default=17, metadata=setting(
-        label="Sequence length N (check-ins)", kind="int",
-        summary="N{text}", summary_always=True, min=2, max=500, noun="N",
-        why="one input and one target check-in",
-        help="Check-ins per sequence: the GRU reads N-1 and predicts the next category after each. The study "
-             "used 17."))
-    top_users: int | None = field(default=100, metadata=setting(
-        label="Users (clients)", kind="int",
-        summary="{text} users", summary_always=True, min=1, max=100_000, none="all", noun="top users",
-        help="The K users with the most check-ins; each becomes one federated client. Fewer users train "
-             "faster."))
-    grouping: str = field(default="uber", metadata=setting(
-        label="Category grouping", kind="choice",
-        summary="{text}", summary_always=True, choices=GROUPINGS, choice_labels=GROUPING_NAMES,
-        group="advanced", noun="grouping", help="Which classes the model predicts."))
-    stride: int | None = field(default=None, metadata=setting(
-        label="Sequence stride", kind="int",
-        summary="stride {text}", min=1, max=500, none="N (no overlap)", group="advanced",
-        noun="stride",
-        help="Sliding-window step between training sequences; empty = N (no overlap). Smaller makes more, "
-             "overlapping training sequences; validation and test never overlap."))
-    iid: bool = field(default=False, metadata=setting(
-        label="IID clients", kind="bool",
-        summary="IID clients", group="advanced", noun="IID clients",
-        help="Deal the sequences to clients at random (same sizes). Removes the clients' differences, to see "
-             "how much non-IID data costs."))
-    data: str | None = field(default=None, metadata=setting(
-        label="Check-in file", kind="path",
-        summary="{file}", summary_always=True, none="synthetic city", group="source", noun="check-in file",
-        help="A check-in file (raw TSMC2014 or CSV, optionally .gz/.zip); none: the synthetic city."))
-    skip_bad_rows: bool = field(default=False, metadata=setting(
-        label="Skip bad rows", kind="bool", group="source", noun="skip bad rows",
-        help="Drop rows that cannot be read and count them, instead of stopping at the first one."))
+    n: int = field(
+        default=17,
+        metadata=setting(
+            label="Sequence length N (check-ins)",
+            kind="int",
+            summary="N{text}",
+            summary_always=True,
+            min=2,
+            max=500,
+            noun="N",
+            why="one input and one target check-in",
+            help="Check-ins per sequence: the GRU reads N-1 and predicts the next category after each. The study "
+            "used 17.",
+        ),
+    )
+    top_users: int | None = field(
+        default=100,
+        metadata=setting(
+            label="Users (clients)",
+            kind="int",
+            summary="{text} users",
+            summary_always=True,
+            min=1,
+            max=100_000,
+            none="all",
+            noun="top users",
+            help="The K users with the most check-ins; each becomes one federated client. Fewer users train faster.",
+        ),
+    )
+    grouping: str = field(
+        default="uber",
+        metadata=setting(
+            label="Category grouping",
+            kind="choice",
+            summary="{text}",
+            summary_always=True,
+            choices=GROUPINGS,
+            choice_labels=GROUPING_NAMES,
+            group="advanced",
+            noun="grouping",
+            help="Which classes the model predicts.",
+        ),
+    )
+    stride: int | None = field(
+        default=None,
+        metadata=setting(
+            label="Sequence stride",
+            kind="int",
+            summary="stride {text}",
+            min=1,
+            max=500,
+            none="N (no overlap)",
+            group="advanced",
+            noun="stride",
+            help="Sliding-window step between training sequences; empty = N (no overlap). Smaller makes more, "
+            "overlapping training sequences; validation and test never overlap.",
+        ),
+    )
+    iid: bool = field(
+        default=False,
+        metadata=setting(
+            label="IID clients",
+            kind="bool",
+            summary="IID clients",
+            group="advanced",
+            noun="IID clients",
+            help="Deal the sequences to clients at random (same sizes). Removes the clients' differences, to see "
+            "how much non-IID data costs.",
+        ),
+    )
+    data: str | None = field(
+        default=None,
+        metadata=setting(
+            label="Check-in file",
+            kind="path",
+            summary="{file}",
+            summary_always=True,
+            none="synthetic city",
+            group="source",
+            noun="check-in file",
+            help="A check-in file (raw TSMC2014 or CSV, optionally .gz/.zip); none: the synthetic city.",
+        ),
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata=setting(
+            label="Skip bad rows",
+            kind="bool",
+            group="source",
+            noun="skip bad rows",
+            help="Drop rows that cannot be read and count them, instead of stopping at the first one.",
+        ),
+    )
 
     def __post_init__(self):
         _check_settings(self)
@@ -187,97 +307,382 @@ class ExperimentConfig:
     """Everything one run needs. Frozen and validated on creation; `seed` is the run's only seed."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    features: tuple[str, ...] = field(default=PRESETS["central"], metadata=setting(
-        label="Input features", kind="features",
-        summary="{text}", summary_always=True, choices=KNOWN_FEATURES, group="features",
-        help="What the GRU sees about each past check-in; it always predicts the category of the next one."))
-    mode: str = field(default="federated", metadata=setting(
-        label="Training mode", kind="choice",
-        summary="{text}", summary_always=True, choices=MODES, widget="radio", noun="mode",
-        choice_labels={"federated": "federated (FedAvg)", "centralized": "centralized"},
-        help="Federated: data stays with each client and only model updates travel. Centralized: the same model "
-             "trained on all check-ins pooled (a reference point)."))
-    rounds: int = field(default=10, metadata=setting(
-        label="Rounds", kind="int",
-        summary="{text} rounds", summary_always=True, min=1, max=1000, noun="rounds",
-        help="Most federated rounds (epochs when centralized). Training stops earlier when the validation loss "
-             "has not improved for 'patience' rounds."))
-    epochs: int = field(default=4, metadata=setting(
-        label="Local epochs per round", kind="int",
-        summary="{text} local epochs", summary_always=True, min=1, max=100, noun="local epochs",
-        help="Passes each client makes over its own data before sending its update. The study used 4."))
-    batch_size: int = field(default=16, metadata=setting(
-        label="Batch size (sequences)", kind="int",
-        summary="batch {text}", summary_always=True, min=1, max=4096, noun="batch size",
-        help="Sequences per gradient step on a client. The study used 16."))
-    clients_per_round: int | None = field(default=None, metadata=setting(
-        label="Clients per round", kind="int",
-        summary="{text} clients per round", summary_always=True, min=1, max=100_000, none="all",
-        help="How many clients the server samples each round. Empty = all of them."))
-    gru_units: int = field(default=256, metadata=setting(
-        label="GRU units", kind="int",
-        summary="GRU {text}", summary_always=True, min=1, max=2048, noun="GRU units",
-        help="Size of the GRU's memory. 256 as in the study; 8–32 trains in seconds for a demo."))
-    client_optimizer: str = field(default="adam", metadata=setting(
-        label="Client optimizer", kind="choice", choices=OPTIMIZERS, group="advanced",
-        help="Optimizer of the local training on each client (and of centralized training)."))
-    client_lr: float = field(default=0.01, metadata=setting(
-        label="Client learning rate", kind="float", min=0.0, above=True, max=10.0, group="advanced",
-        step=0.001, format="%.4f", help="Step size of the client optimizer; must be above 0."))
-    seed: int = field(default=0, metadata=setting(
-        label="Random seed", kind="int",
-        summary="seed {text}", min=0, max=2**31 - 1, group="advanced", noun="seed",
-        help="Same seed + same settings = the same run (initial model, client sampling, IID reshuffle)."))
-    server_optimizer: str = field(default="sgd", metadata=setting(
-        label="Server optimizer", kind="choice", choices=OPTIMIZERS, group="advanced",
-        help="How the server applies the averaged update. SGD with rate 1.0 = plain FedAvg."))
-    server_lr: float = field(default=1.0, metadata=setting(
-        label="Server learning rate", kind="float", min=0.0, above=True, max=100.0, group="advanced",
-        step=0.1, format="%.3f", help="Step size of the server optimizer; must be above 0."))
-    patience: int = field(default=7, metadata=setting(
-        label="Patience (rounds)", kind="int", min=1, max=1000, noun="patience", group="advanced",
-        help="Stop after this many rounds without a lower validation loss."))
-    dropout: float = field(default=0.3, metadata=setting(
-        label="GRU input dropout", kind="float", min=0.0, max=1.0, below=True, group="advanced",
-        noun="GRU dropout", step=0.05, format="%.2f",
-        help="Share of the GRU's inputs dropped at random while training (against overfitting); below 1."))
-    embedding_dim: int = field(default=16, metadata=setting(
-        label="Embedding size", kind="int", min=1, max=1024, group="advanced",
-        help="Length of the learned vector for each user, venue and fine category id (large vocabularies)."))
-    personalize_epochs: int = field(default=0, metadata=setting(
-        label="Fine-tune epochs before test", kind="int",
-        summary="fine-tuned {text} epochs per client before the test", min=0, max=50, group="advanced",
-        noun="fine-tuning epochs",
-        help="Personalisation: before the test, each client trains the final shared model for this many epochs "
-             "on its own earlier check-ins (plain SGD) and is scored with that. Reported beside the shared "
-             "model's accuracy. 0 = off."))
-    personalize_lr: float = field(default=0.1, metadata=setting(
-        label="Fine-tuning learning rate", kind="float", min=0.0, above=True, max=10.0, group="advanced",
-        step=0.01, format="%.3f", help="Plain SGD learning rate of that fine-tuning; must be above 0."))
-    client_dropout: float = field(default=0.0, metadata=setting(
-        label="Client dropout (share failing)", kind="float",
-        summary="client dropout {value:.0%}", min=0.0, max=0.95, group="what_if",
-        noun="client dropout", step=0.05, format="%.2f",
-        help="Probability that a sampled client fails to send its update (a phone goes offline). 0 = every "
-             "sampled client reports."))
-    dp_clip: float | None = field(default=None, metadata=setting(
-        label="DP clipping norm", noun="DP clipping norm", kind="float",
-        summary="DP clip {value:g} noise {dp_noise:g}", min=0.0, above=True, max=100.0, none="off", group="what_if",
-        switch=DP, on_value=1.0, step=0.1, format="%.2f",
-        help="Each client's update is scaled down to at most this length (L2 norm); must be above 0."))
-    dp_noise: float = field(default=0.0, metadata=setting(
-        label="DP noise multiplier", kind="float", noun="DP noise multiplier", min=0.0, max=100.0, group="what_if",
-        switch=DP, on_value=1.0, step=0.1, format="%.2f",
-        help="Noise added to the sum of updates, in units of the clipping norm. More noise = more private, "
-             "less accurate."))
-    name: str = field(default="", metadata=setting(
-        label="Run name (optional)", kind="text", group="name", noun="run name",
-        help="Shown in the run list and on charts. Empty = made from the settings."))
-    workers: tuple[str, ...] = field(default=(), metadata=setting(
-        label="Workers", kind="list",
-        summary="on workers {text}", none="this machine", group="workers",
-        help="Train across TFF workers, as host:port,host:port. Start each with `python -m fedlab worker --port "
-             "8000 --allow-remote` on a private network (see the README). Empty = this machine."))
+    features: tuple[str, ...] = field(
+        default=PRESETS["central"],
+        metadata=setting(
+            label="Input features",
+            kind="features",
+            summary="{text}",
+            summary_always=True,
+            choices=KNOWN_FEATURES,
+            group="features",
+            help="What the GRU sees about each past check-in; it always predicts the category of the next one.",
+        ),
+    )
+    mode: str = field(
+        default="federated",
+        metadata=setting(
+            label="Training mode",
+            kind="choice",
+            summary="{text}",
+            summary_always=True,
+            choices=MODES,
+            widget="radio",
+            noun="mode",
+            choice_labels={"federated": "federated (FedAvg)", "centralized": "centralized"},
+            help="Federated: data stays with each client and only model updates travel. Centralized: the same model "
+            "trained on all check-ins pooled (a reference point).",
+        ),
+    )
+    rounds: int = field(
+        default=10,
+        metadata=setting(
+            label="Rounds",
+            kind="int",
+            summary="{text} rounds",
+            summary_always=True,
+            min=1,
+            max=1000,
+            noun="rounds",
+            help="Most federated rounds (epochs when centralized). Training stops earlier when the validation loss "
+            "has not improved for 'patience' rounds.",
+        ),
+    )
+    epochs: int = field(
+        default=4,
+        metadata=setting(
+            label="Local epochs per round",
+            kind="int",
+            summary="{text} local epochs",
+            summary_always=True,
+            min=1,
+            max=100,
+            noun="local epochs",
+            help="Passes each client makes over its own data before sending its update. The study used 4.",
+        ),
+    )
+    batch_size: int = field(
+        default=16,
+        metadata=setting(
+            label="Batch size (sequences)",
+            kind="int",
+            summary="batch {text}",
+            summary_always=True,
+            min=1,
+            max=4096,
+            noun="batch size",
+            help="Sequences per gradient step on a client. The study used 16.",
+        ),
+    )
+    clients_per_round: int | None = field(
+        default=None,
+        metadata=setting(
+            label="Clients per round",
+            kind="int",
+            summary="{text} clients per round",
+            summary_always=True,
+            min=1,
+            max=100_000,
+            none="all",
+            help="How many clients the server samples each round. Empty = all of them.",
+        ),
+    )
+    gru_units: int = field(
+        default=256,
+        metadata=setting(
+            label="GRU units",
+            kind="int",
+            summary="GRU {text}",
+            summary_always=True,
+            min=1,
+            max=2048,
+            noun="GRU units",
+            help="Size of the GRU's memory. 256 as in the study; 8–32 trains in seconds for a demo.",
+        ),
+    )
+    client_optimizer: str = field(
+        default="adam",
+        metadata=setting(
+            label="Client optimizer",
+            kind="choice",
+            choices=OPTIMIZERS,
+            group="advanced",
+            help="Optimizer of the local training on each client (and of centralized training).",
+        ),
+    )
+    client_lr: float = field(
+        default=0.01,
+        metadata=setting(
+            label="Client learning rate",
+            kind="float",
+            min=0.0,
+            above=True,
+            max=10.0,
+            group="advanced",
+            step=0.001,
+            format="%.4f",
+            help="Step size of the client optimizer; must be above 0.",
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=setting(
+            label="Random seed",
+            kind="int",
+            summary="seed {text}",
+            min=0,
+            max=2**31 - 1,
+            group="advanced",
+            noun="seed",
+            help="Same seed + same settings = the same run (initial model, client sampling, IID reshuffle).",
+        ),
+    )
+    algorithm: str = field(
+        default="fedavg",
+        metadata=setting(
+            label="Algorithm",
+            kind="choice",
+            choices=ALGORITHMS,
+            choice_help=ALGORITHM_HELP,
+            group="advanced",
+            summary="{text}",
+            noun="algorithm",
+            choice_labels={"fedavg": "FedAvg", "fedprox": "FedProx", "mime": "MIME-lite"},
+            help="How clients train and how the server combines their work (TFF's own algorithms).",
+        ),
+    )
+    prox_mu: float = field(
+        default=0.01,
+        metadata=setting(
+            label="FedProx strength mu",
+            kind="float",
+            min=0.0,
+            max=100.0,
+            group="advanced",
+            noun="FedProx mu",
+            step=0.001,
+            format="%.4f",
+            help="FedProx only: weight of the proximal term (mu/2)·||w - w_global||² in each client's loss, meant to "
+            "keep clients near the global model; 0 = FedAvg. TFF 0.87 applies it with the opposite sign.",
+        ),
+    )
+    server_optimizer: str = field(
+        default="sgd",
+        metadata=setting(
+            label="Server optimizer",
+            kind="choice",
+            choices=SERVER_OPTIMIZERS,
+            choice_help=SERVER_OPTIMIZER_HELP,
+            group="advanced",
+            summary="server {text}",
+            choice_labels={
+                "sgd": "SGD",
+                "sgdm": "SGD + momentum (FedAvgM)",
+                "adam": "Adam (FedAdam)",
+                "yogi": "Yogi (FedYogi)",
+                "adagrad": "Adagrad (FedAdagrad)",
+            },
+            help="How the server applies the averaged update. SGD with rate 1.0 = plain FedAvg.",
+        ),
+    )
+    server_momentum: float = field(
+        default=0.9,
+        metadata=setting(
+            label="Server momentum",
+            kind="float",
+            min=0.0,
+            max=1.0,
+            below=True,
+            group="advanced",
+            noun="server momentum",
+            step=0.05,
+            format="%.2f",
+            help="Momentum of the server's SGD when the server optimizer is sgdm (FedAvgM); below 1.",
+        ),
+    )
+    server_lr: float = field(
+        default=1.0,
+        metadata=setting(
+            label="Server learning rate",
+            kind="float",
+            min=0.0,
+            above=True,
+            max=100.0,
+            group="advanced",
+            step=0.1,
+            format="%.3f",
+            help="Step size of the server optimizer; must be above 0.",
+        ),
+    )
+    patience: int = field(
+        default=7,
+        metadata=setting(
+            label="Patience (rounds)",
+            kind="int",
+            min=1,
+            max=1000,
+            noun="patience",
+            group="advanced",
+            help="Stop after this many rounds without a lower validation loss.",
+        ),
+    )
+    dropout: float = field(
+        default=0.3,
+        metadata=setting(
+            label="GRU input dropout",
+            kind="float",
+            min=0.0,
+            max=1.0,
+            below=True,
+            group="advanced",
+            noun="GRU dropout",
+            step=0.05,
+            format="%.2f",
+            help="Share of the GRU's inputs dropped at random while training (against overfitting); below 1.",
+        ),
+    )
+    embedding_dim: int = field(
+        default=16,
+        metadata=setting(
+            label="Embedding size",
+            kind="int",
+            min=1,
+            max=1024,
+            group="advanced",
+            help="Length of the learned vector for each user, venue and fine category id (large vocabularies).",
+        ),
+    )
+    personalize_epochs: int = field(
+        default=0,
+        metadata=setting(
+            label="Fine-tune epochs before test",
+            kind="int",
+            summary="fine-tuned {text} epochs per client before the test",
+            min=0,
+            max=50,
+            group="advanced",
+            noun="fine-tuning epochs",
+            help="Personalisation: before the test, each client trains the final shared model for this many epochs "
+            "on its own earlier check-ins (plain SGD) and is scored with that. Reported beside the shared "
+            "model's accuracy. 0 = off.",
+        ),
+    )
+    personalize_lr: float = field(
+        default=0.1,
+        metadata=setting(
+            label="Fine-tuning learning rate",
+            kind="float",
+            min=0.0,
+            above=True,
+            max=10.0,
+            group="advanced",
+            step=0.01,
+            format="%.3f",
+            help="Plain SGD learning rate of that fine-tuning; must be above 0.",
+        ),
+    )
+    client_dropout: float = field(
+        default=0.0,
+        metadata=setting(
+            label="Client dropout (share failing)",
+            kind="float",
+            summary="client dropout {value:.0%}",
+            min=0.0,
+            max=0.95,
+            group="what_if",
+            noun="client dropout",
+            step=0.05,
+            format="%.2f",
+            help="Probability that a sampled client fails to send its update (a phone goes offline). 0 = every "
+            "sampled client reports.",
+        ),
+    )
+    dp_clip: float | None = field(
+        default=None,
+        metadata=setting(
+            label="DP clipping norm",
+            noun="DP clipping norm",
+            kind="float",
+            summary="DP clip {value:g} noise {dp_noise:g}",
+            min=0.0,
+            above=True,
+            max=100.0,
+            none="off",
+            group="what_if",
+            switch=DP,
+            on_value=1.0,
+            step=0.1,
+            format="%.2f",
+            help="Each client's update is scaled down to at most this length (L2 norm); must be above 0.",
+        ),
+    )
+    dp_noise: float = field(
+        default=0.0,
+        metadata=setting(
+            label="DP noise multiplier",
+            kind="float",
+            noun="DP noise multiplier",
+            min=0.0,
+            max=100.0,
+            group="what_if",
+            switch=DP,
+            on_value=1.0,
+            step=0.1,
+            format="%.2f",
+            help="Noise added to the sum of updates, in units of the clipping norm. More noise = more private, "
+            "less accurate.",
+        ),
+    )
+    compression_bits: int = field(
+        default=0,
+        metadata=setting(
+            label="Compression (bits per value)",
+            kind="int",
+            summary="{text}-bit updates",
+            min=0,
+            max=COMPRESSION_BITS[1],
+            group="what_if",
+            noun="compression bits",
+            step=1,
+            help="Clients send their update uniformly quantised to this many bits per value, after a random "
+            "Hadamard rotation (TFF's compression aggregator). 0 = off (32-bit floats); 2-16 allowed.",
+        ),
+    )
+    secure_aggregation: bool = field(
+        default=False,
+        metadata=setting(
+            label="Secure aggregation",
+            kind="bool",
+            summary="secure aggregation",
+            group="what_if",
+            noun="secure aggregation",
+            help="The server would learn only the sum of the clients' updates (TFF's secure aggregator: updates are "
+            "clipped and summed as integers of a fixed bit width). Refused here: TFF's local C++ runtime has no "
+            "secure sum.",
+        ),
+    )
+    name: str = field(
+        default="",
+        metadata=setting(
+            label="Run name (optional)",
+            kind="text",
+            group="name",
+            noun="run name",
+            help="Shown in the run list and on charts. Empty = made from the settings.",
+        ),
+    )
+    workers: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            label="Workers",
+            kind="list",
+            summary="on workers {text}",
+            none="this machine",
+            group="workers",
+            help="Train across TFF workers, as host:port,host:port. Start each with `python -m fedlab worker --port "
+            "8000 --allow-remote` on a private network (see the README). Empty = this machine.",
+        ),
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(self.features))
@@ -285,30 +690,62 @@ class ExperimentConfig:
         _check(isinstance(self.data, DataConfig), "data must be a DataConfig")
         _check(len(self.features) > 0, "choose at least one feature")
         unknown = [f for f in self.features if f not in KNOWN_FEATURES]
-        _check(not unknown, f"unknown feature {', '.join(map(repr, unknown))}; "
-                            f"known features: {', '.join(KNOWN_FEATURES)}")
+        _check(
+            not unknown, f"unknown feature {', '.join(map(repr, unknown))}; known features: {', '.join(KNOWN_FEATURES)}"
+        )
         _check(len(set(self.features)) == len(self.features), "a feature is listed twice")
         _check_settings(self)
         _check(self.dp_noise == 0 or self.dp_clip is not None, "DP noise needs a clipping norm")
-        _check(self.mode == "federated" or (self.dp_clip is None and self.client_dropout == 0 and not self.workers),
-               "client dropout, differential privacy and workers apply to federated runs only")
+        _check(
+            self.mode == "federated" or (self.dp_clip is None and self.client_dropout == 0 and not self.workers),
+            "client dropout, differential privacy and workers apply to federated runs only",
+        )
+        _check(
+            self.compression_bits == 0 or self.compression_bits >= COMPRESSION_BITS[0],
+            f"compression bits must be 0 (off) or {COMPRESSION_BITS[0]}-{COMPRESSION_BITS[1]}, "
+            f"not {self.compression_bits}",
+        )
+        _check(
+            self.mode == "federated" or (self.compression_bits == 0 and not self.secure_aggregation),
+            "compression and secure aggregation apply to federated runs only",
+        )
+        for message in _aggregation_conflicts(self):
+            raise ConfigError(message)
         for worker in self.workers:
             host, _, port = worker.rpartition(":")
-            _check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
-                   f"worker address must look like host:port, not {worker!r}")
+            _check(
+                bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                f"worker address must look like host:port, not {worker!r}",
+            )
 
     @property
     def model_shape_key(self) -> tuple:
         """What determines the built model and TFF processes (for caching them)."""
-        return (self.features, self.data.n, self.batch_size, self.gru_units, self.dropout, self.embedding_dim,
-                self.client_optimizer, self.client_lr, self.server_optimizer, self.server_lr,
-                self.dp_clip, self.dp_noise)
+        return (
+            self.features,
+            self.data.n,
+            self.batch_size,
+            self.gru_units,
+            self.dropout,
+            self.embedding_dim,
+            self.client_optimizer,
+            self.client_lr,
+            self.server_optimizer,
+            self.server_lr,
+            self.dp_clip,
+            self.dp_noise,
+            self.algorithm,
+            self.prox_mu,
+            self.server_momentum,
+            self.compression_bits,
+            self.secure_aggregation,
+        )
 
     def value(self, name: str) -> Any:
         """A setting by its field name, from this config or its data config."""
         return getattr(self.data, name) if name in _DATA_FIELDS else getattr(self, name)
 
-    def replace(self, **changes: Any) -> "ExperimentConfig":
+    def replace(self, **changes: Any) -> ExperimentConfig:
         # `data` given as a DataConfig replaces it whole; as a string (or None) it is the data path.
         if isinstance(changes.get("data"), DataConfig):
             return dataclasses.replace(self, **changes)
@@ -323,7 +760,7 @@ class ExperimentConfig:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
         raw = dict(raw)
         known = {f.name for f in dataclasses.fields(cls)}
         data_raw = dict(raw.pop("data", None) or {})
@@ -359,6 +796,12 @@ def _check_settings(config: DataConfig | ExperimentConfig) -> None:
     for f in dataclasses.fields(config):
         if "setting" in f.metadata and (problem := f.metadata["setting"].problem(getattr(config, f.name))):
             raise ConfigError(problem)
+
+
+def _aggregation_conflicts(config: ExperimentConfig) -> Iterator[str]:
+    """Settings (or combinations) that TFF cannot build or run here, each as one sentence why."""
+    if config.secure_aggregation:
+        yield SECURE_AGGREGATION_UNAVAILABLE
 
 
 def _text(number: float) -> str:

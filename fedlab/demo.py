@@ -6,6 +6,7 @@ sized to finish in about a minute each on two cores, and still show falling loss
 them itself when it starts with an empty store, and again at a later start when one was interrupted
 (the app stopped while preparing it) or failed (fedlab/dashboard/state.py decides).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ DEMO_PRESETS = (("Demo · central", "central"), ("Demo · biggest", "biggest"))
 
 def demo_runs() -> list[tuple[str, ExperimentConfig]]:
     """(run name, config) of every demo run, in the order they are trained."""
-    return [(name, ExperimentConfig(data=DEMO_DATA, features=PRESETS[preset], name=name, **DEMO_SETTINGS))
-            for name, preset in DEMO_PRESETS]
+    return [
+        (name, ExperimentConfig(data=DEMO_DATA, features=PRESETS[preset], name=name, **DEMO_SETTINGS))
+        for name, preset in DEMO_PRESETS
+    ]
 
 
 def missing_demo_runs(store: RunStore) -> list[tuple[str, ExperimentConfig]]:
@@ -42,10 +45,14 @@ def engine_factory() -> Callable[[ExperimentConfig], Trainable]:
     return experiment_factory()
 
 
-def run_demos(store: RunStore, *, model_dir: str | os.PathLike | None = None,
-              tensorboard_dir: str | os.PathLike | None = None,
-              experiment_factory: Callable[[ExperimentConfig], Trainable] | None = None,
-              on_finished: Callable[[str], None] | None = None) -> list[str]:
+def run_demos(
+    store: RunStore,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    tensorboard_dir: str | os.PathLike | None = None,
+    experiment_factory: Callable[[ExperimentConfig], Trainable] | None = None,
+    on_finished: Callable[[str], None] | None = None,
+) -> list[str]:
     """Trains the missing demo runs to their end, one after the other; returns their run ids.
 
     `on_finished(run_id)` is called as each one ends (whatever its status). The default factory is the
@@ -54,8 +61,12 @@ def run_demos(store: RunStore, *, model_dir: str | os.PathLike | None = None,
     missing = missing_demo_runs(store)
     if not missing:
         return []
-    manager = JobManager(store, experiment_factory=experiment_factory or engine_factory(), model_dir=model_dir,
-                         tensorboard_dir=tensorboard_dir)
+    manager = JobManager(
+        store,
+        experiment_factory=experiment_factory or engine_factory(),
+        model_dir=model_dir,
+        tensorboard_dir=tensorboard_dir,
+    )
     run_ids: list[str] = []
     try:
         # One at a time, so an interrupted command leaves no queued run behind it.

@@ -4,6 +4,7 @@ The caller owns the loop (as in TFF's simple_fedavg): the CLI, the dashboard's j
 tests all iterate `rounds()` and may stop at any round. TensorFlow Federated stays behind
 fedlab.federated: here weights are plain numpy lists in Keras order.
 """
+
 from __future__ import annotations
 
 import collections
@@ -114,13 +115,17 @@ class _Step:
     weights: list[np.ndarray]  # Keras get_weights() order
     seconds: float  # the whole round: data, training and validation
     timing: RoundTiming
+    bytes_down: int = 0
+    bytes_up: int = 0
+    bytes_saved: int = 0
 
 
 class Experiment:
     """A federated (TFF FedAvg) or centralized (plain Keras) run of one config."""
 
-    def __init__(self, config: ExperimentConfig, *, data: pipeline.SequenceData | None = None,
-                 cache: BuildCache | None = None):
+    def __init__(
+        self, config: ExperimentConfig, *, data: pipeline.SequenceData | None = None, cache: BuildCache | None = None
+    ):
         self.config = config
         self.data = data
         self.timing: dict[str, float] = {}
@@ -202,9 +207,19 @@ class Experiment:
                 if is_best:
                     self._best_weights = step.weights
                 self.round_timings.append(step.timing)
-                yield RoundRecord(round=number, train_loss=step.train_loss, train_accuracy=step.train_accuracy,
-                                  val_loss=step.val_loss, val_accuracy=step.val_accuracy, clients=step.clients,
-                                  seconds=round(step.seconds, 3), is_best=is_best)
+                yield RoundRecord(
+                    round=number,
+                    train_loss=step.train_loss,
+                    train_accuracy=step.train_accuracy,
+                    val_loss=step.val_loss,
+                    val_accuracy=step.val_accuracy,
+                    clients=step.clients,
+                    seconds=round(step.seconds, 3),
+                    is_best=is_best,
+                    bytes_down=step.bytes_down,
+                    bytes_up=step.bytes_up,
+                    bytes_saved=step.bytes_saved,
+                )
                 if decision.stop:
                     break
         finally:
@@ -224,14 +239,27 @@ class Experiment:
             train_data = self.round_datasets(chosen, number)
             with self._runtime.activate():
                 cpu, training = self._worker_cpu_seconds(), time.perf_counter()
-                result = federated.run_round(self._processes, state, train_data)
+                result = federated.run_round(
+                    self._processes, state, train_data, config=self.config, sampled=self._per_round()
+                )
                 cpu, validating = self._worker_cpu_seconds() - cpu, time.perf_counter()
                 val_loss, val_acc = federated.evaluate(self._processes, result.weights, val_data)
             state, ended = result.state, time.perf_counter()
-            yield _Step(train_loss=result.train_loss, train_accuracy=result.train_accuracy, val_loss=val_loss,
-                        val_accuracy=val_acc, clients=len(chosen), weights=result.weights, seconds=ended - started,
-                        timing=RoundTiming(train_seconds=validating - training, validation_seconds=ended - validating,
-                                           worker_cpu_seconds=cpu))
+            yield _Step(
+                train_loss=result.train_loss,
+                train_accuracy=result.train_accuracy,
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                clients=len(chosen),
+                weights=result.weights,
+                seconds=ended - started,
+                timing=RoundTiming(
+                    train_seconds=validating - training, validation_seconds=ended - validating, worker_cpu_seconds=cpu
+                ),
+                bytes_down=result.bytes_down,
+                bytes_up=result.bytes_up,
+                bytes_saved=result.bytes_saved,
+            )
 
     def _worker_cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by this run's local TFF workers (a finished one counts 0)."""
@@ -266,8 +294,16 @@ class Experiment:
         out = []
         for i in clients:
             inputs, targets = arrays.client(int(i))
-            out.append(client_dataset(inputs, targets, self.spec, batch_size=self.config.batch_size, epochs=epochs,
-                                      shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i)))
+            out.append(
+                client_dataset(
+                    inputs,
+                    targets,
+                    self.spec,
+                    batch_size=self.config.batch_size,
+                    epochs=epochs,
+                    shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i),
+                )
+            )
         return out
 
     def _centralized_epochs(self) -> Iterator[_Step]:
@@ -283,12 +319,18 @@ class Experiment:
             validating = time.perf_counter()
             val_loss, val_acc = model.evaluate(val_x, val_y, batch_size=PREDICT_BATCH, verbose=0)
             ended = time.perf_counter()
-            yield _Step(train_loss=float(history.history["loss"][0]),
-                        train_accuracy=float(history.history["accuracy"][0]), val_loss=float(val_loss),
-                        val_accuracy=float(val_acc), clients=len(self._train_clients), weights=model.get_weights(),
-                        seconds=ended - started, timing=RoundTiming(train_seconds=validating - started,
-                                                                    validation_seconds=ended - validating,
-                                                                    worker_cpu_seconds=0.0))
+            yield _Step(
+                train_loss=float(history.history["loss"][0]),
+                train_accuracy=float(history.history["accuracy"][0]),
+                val_loss=float(val_loss),
+                val_accuracy=float(val_acc),
+                clients=len(self._train_clients),
+                weights=model.get_weights(),
+                seconds=ended - started,
+                timing=RoundTiming(
+                    train_seconds=validating - started, validation_seconds=ended - validating, worker_cpu_seconds=0.0
+                ),
+            )
 
     def pooled(self, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Every client's sequences of one split together: (inputs by feature, targets)."""
@@ -315,8 +357,12 @@ class Experiment:
                 continue
             logits = model.predict({f: inputs[f] for f in self.spec.features}, batch_size=PREDICT_BATCH, verbose=0)
             probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
-        report = metrics.build_test_report(probs_by_client=probs, targets_by_client=targets,
-                                           class_names=self.data.class_names, checkins=self.data.checkins)
+        report = metrics.build_test_report(
+            probs_by_client=probs,
+            targets_by_client=targets,
+            class_names=self.data.class_names,
+            checkins=self.data.checkins,
+        )
         if self.config.personalize_epochs == 0:
             return report
         return dataclasses.replace(report, personalized=self._personalized_summary(model))
@@ -326,14 +372,30 @@ class Experiment:
 
         started = time.perf_counter()
         probs, targets = personalized_probs(
-            model, self.data, features=self.spec.features, epochs=self.config.personalize_epochs,
-            learning_rate=self.config.personalize_lr, batch_size=self.config.batch_size, seed=self.config.seed)
-        tuned = metrics.build_test_report(probs_by_client=probs, targets_by_client=targets,
-                                          class_names=self.data.class_names, checkins=self.data.checkins)
+            model,
+            self.data,
+            features=self.spec.features,
+            epochs=self.config.personalize_epochs,
+            learning_rate=self.config.personalize_lr,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+        )
+        tuned = metrics.build_test_report(
+            probs_by_client=probs,
+            targets_by_client=targets,
+            class_names=self.data.class_names,
+            checkins=self.data.checkins,
+        )
         self.timing["personalize_seconds"] = round(time.perf_counter() - started, 3)
-        return {"epochs": self.config.personalize_epochs, "learning_rate": self.config.personalize_lr,
-                "accuracy": tuned.accuracy, "top5_accuracy": tuned.top5_accuracy, "mrr": tuned.mrr,
-                "loss": tuned.loss, "examples": tuned.examples}
+        return {
+            "epochs": self.config.personalize_epochs,
+            "learning_rate": self.config.personalize_lr,
+            "accuracy": tuned.accuracy,
+            "top5_accuracy": tuned.top5_accuracy,
+            "mrr": tuned.mrr,
+            "loss": tuned.loss,
+            "examples": tuned.examples,
+        }
 
     def baselines(self) -> dict[str, float]:
         test = self.data.test
@@ -341,8 +403,9 @@ class Experiment:
         for i, client in enumerate(self.data.client_ids):
             x, y = test.client(i)
             inputs[client], targets[client] = x["cat_id"], y
-        return compute_baselines(test_inputs=inputs, test_targets=targets, history=self.data.history,
-                                 num_classes=len(self.data.class_names))
+        return compute_baselines(
+            test_inputs=inputs, test_targets=targets, history=self.data.history, num_classes=len(self.data.class_names)
+        )
 
     def save_model(self, path: str) -> None:
         self.trained_model().save(path)

@@ -1,4 +1,5 @@
 """User-facing errors: each carries a one-line message that says what to do."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """How long a run's rounds will take, estimated from earlier finished runs' rounds (pure; no clock)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,10 +27,14 @@ def estimate_duration(config: ExperimentConfig, history: Iterable[tuple[Experime
     cost measured on earlier runs' rounds (their `seconds` and `clients`): runs of the same model shape and
     mode first, else of the same mode, else any; with none, DEFAULT_CLIENT_SECONDS."""
     history = [(c, r) for c, r in history if len(r) and {"seconds", "clients"} <= set(r.columns)]
-    tiers = (("earlier runs of the same model shape", lambda c: c.model_shape_key == config.model_shape_key
-              and c.mode == config.mode),
-             ("earlier runs of other model shapes", lambda c: c.mode == config.mode),
-             ("earlier runs", lambda c: True))
+    tiers = (
+        (
+            "earlier runs of the same model shape",
+            lambda c: c.model_shape_key == config.model_shape_key and c.mode == config.mode,
+        ),
+        ("earlier runs of other model shapes", lambda c: c.mode == config.mode),
+        ("earlier runs", lambda c: True),
+    )
     cost, basis = DEFAULT_CLIENT_SECONDS, "a default cost per client (no earlier run)"
     for label, matches in tiers:
         costs = [_client_seconds(r) for c, r in history if matches(c)]
@@ -50,8 +55,11 @@ def _client_seconds(rounds: pd.DataFrame) -> float | None:
 def _clients_per_round(config: ExperimentConfig, history: list[tuple[ExperimentConfig, pd.DataFrame]]) -> int:
     users = config.data.top_users
     if users is None:  # all users: as many as an earlier run of all users on the same data trained, if any
-        seen = [int(r["clients"].max()) for c, r in history
-                if c.data.top_users is None and c.data.data == config.data.data and c.mode == "federated"]
+        seen = [
+            int(r["clients"].max())
+            for c, r in history
+            if c.data.top_users is None and c.data.data == config.data.data and c.mode == "federated"
+        ]
         users = max(seen, default=UNKNOWN_USERS)
     if config.mode == "centralized":
         return users

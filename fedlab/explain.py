@@ -3,6 +3,7 @@
 Pure text (Markdown) from a run's settings and its latest round, for the "explain while it runs"
 panel beside the live charts. No Streamlit here.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,16 +33,23 @@ def round_explanation(config: ExperimentConfig, latest: Mapping | None, *, total
         return _centralized(config, latest)
     population = total_clients if total_clients is not None else config.data.top_users
     sampled = sampled_clients(config, population)
-    header = (f"**Round {int(latest['round'])}** of at most {config.rounds}" if latest is not None
-              else f"**Waiting for round 1** of at most {config.rounds}")
+    header = (
+        f"**Round {int(latest['round'])}** of at most {config.rounds}"
+        if latest is not None
+        else f"**Waiting for round 1** of at most {config.rounds}"
+    )
     reported = None if latest is None else int(latest["clients"])
-    steps = [_sample_step(config, sampled, population, reported), _local_step(config, latest),
-             _average_step(config, reported), _server_step(config), _validation_step(latest)]
+    steps = [
+        _sample_step(config, sampled, population, reported),
+        _local_step(config, latest),
+        _average_step(config, reported),
+        _server_step(config),
+        _validation_step(latest),
+    ]
     return header + "\n\n" + "\n".join(f"{i}. {text}" for i, text in enumerate(filter(None, steps), 1))
 
 
-def _sample_step(config: ExperimentConfig, sampled: int | None, population: int | None,
-                 reported: int | None) -> str:
+def _sample_step(config: ExperimentConfig, sampled: int | None, population: int | None, reported: int | None) -> str:
     picked = _count(sampled, "client")
     if population is not None and sampled is not None and sampled < population:
         picked = f"{sampled:,} of the {population:,} clients"
@@ -58,46 +66,60 @@ def _sample_step(config: ExperimentConfig, sampled: int | None, population: int 
 
 
 def _local_step(config: ExperimentConfig, latest: Mapping | None) -> str:
-    text = (f"**Train locally.** Each client ran {_count(config.epochs, 'local epoch')} over its own sequences of "
-            f"N = {config.data.n} check-ins, {config.batch_size} sequences per batch, with "
-            f"{_optimizer(config.client_optimizer)} (learning rate {config.client_lr:g}).")
+    text = (
+        f"**Train locally.** Each client ran {_count(config.epochs, 'local epoch')} over its own sequences of "
+        f"N = {config.data.n} check-ins, {config.batch_size} sequences per batch, with "
+        f"{_optimizer(config.client_optimizer)} (learning rate {config.client_lr:g})."
+    )
     if latest is not None and _finite(latest.get("train_loss")):
-        text += (f" Their training loss averaged {latest['train_loss']:.3f}, "
-                 f"accuracy {latest['train_accuracy']:.1%}.")
+        text += f" Their training loss averaged {latest['train_loss']:.3f}, accuracy {latest['train_accuracy']:.1%}."
     return text
 
 
 def _average_step(config: ExperimentConfig, reported: int | None) -> str:
     updates = "the updates" if reported is None else f"the {_count(reported, 'update')}"
-    text = (f"**Average.** The server averaged {updates}, each weighted by that client's number of training "
-            "examples, so clients with more check-ins count more. Raw check-ins never left the clients.")
+    text = (
+        f"**Average.** The server averaged {updates}, each weighted by that client's number of training "
+        "examples, so clients with more check-ins count more. Raw check-ins never left the clients."
+    )
     if config.dp_clip is not None:
-        text += (f" With differential privacy each update was first clipped to length {config.dp_clip:g}, and "
-                 f"Gaussian noise (multiplier {config.dp_noise:g}) was added to the sum.")
+        text += (
+            f" With differential privacy each update was first clipped to length {config.dp_clip:g}, and "
+            f"Gaussian noise (multiplier {config.dp_noise:g}) was added to the sum."
+        )
     return text
 
 
 def _server_step(config: ExperimentConfig) -> str:
     plain = " (SGD at rate 1 is plain FedAvg)" if config.server_optimizer == "sgd" and config.server_lr == 1 else ""
-    return (f"**Server step.** {_optimizer(config.server_optimizer)} with learning rate {config.server_lr:g} "
-            f"moved the global model along the averaged update{plain}.")
+    return (
+        f"**Server step.** {_optimizer(config.server_optimizer)} with learning rate {config.server_lr:g} "
+        f"moved the global model along the averaged update{plain}."
+    )
 
 
 def _validation_step(latest: Mapping | None) -> str | None:
     if latest is None or not _finite(latest.get("val_loss")):
         return None
     best = " — the best so far, so this model is kept" if bool(latest.get("is_best")) else ""
-    return (f"**Check.** On the clients' held-out later check-ins: validation loss {latest['val_loss']:.3f}, "
-            f"accuracy {latest['val_accuracy']:.1%}{best}.")
+    return (
+        f"**Check.** On the clients' held-out later check-ins: validation loss {latest['val_loss']:.3f}, "
+        f"accuracy {latest['val_accuracy']:.1%}{best}."
+    )
 
 
 def _centralized(config: ExperimentConfig, latest: Mapping | None) -> str:
-    header = (f"**Epoch {int(latest['round'])}** of at most {config.rounds} (centralized)" if latest is not None
-              else f"**Waiting for epoch 1** of at most {config.rounds} (centralized)")
-    text = (f"All clients' training sequences (N = {config.data.n}) are pooled in one place, and the model makes "
-            f"one pass over them in batches of {config.batch_size} with {_optimizer(config.client_optimizer)} "
-            f"(learning rate {config.client_lr:g}). No averaging: this is the reference that federated runs "
-            "are measured against.")
+    header = (
+        f"**Epoch {int(latest['round'])}** of at most {config.rounds} (centralized)"
+        if latest is not None
+        else f"**Waiting for epoch 1** of at most {config.rounds} (centralized)"
+    )
+    text = (
+        f"All clients' training sequences (N = {config.data.n}) are pooled in one place, and the model makes "
+        f"one pass over them in batches of {config.batch_size} with {_optimizer(config.client_optimizer)} "
+        f"(learning rate {config.client_lr:g}). No averaging: this is the reference that federated runs "
+        "are measured against."
+    )
     check = _validation_step(latest)
     return header + "\n\n" + text + (f"\n\n{check}" if check else "")
 

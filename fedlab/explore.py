@@ -4,6 +4,7 @@ Every function takes the frame fedlab.loader / fedlab.synthetic produce (columns
 category_id, category, latitude, longitude, tz_offset in minutes, utc_time as naive UTC) and
 returns a small table that fedlab.charts turns into a figure.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,8 +66,9 @@ def hour_weekday_counts(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def client_category_mix(frame: pd.DataFrame, grouping: str, top_users: int | None,
-                        max_clients: int = 40) -> pd.DataFrame:
+def client_category_mix(
+    frame: pd.DataFrame, grouping: str, top_users: int | None, max_clients: int = 40
+) -> pd.DataFrame:
     """Share of each category group in each client's check-ins (rows sum to 1).
 
     Rows are the most active clients among the top-K users (most active first, at most
@@ -84,8 +86,7 @@ def client_category_mix(frame: pd.DataFrame, grouping: str, top_users: int | Non
     return table
 
 
-def map_sample(frame: pd.DataFrame, max_points: int = 5000, seed: int = 0,
-               grouping: str | None = None) -> pd.DataFrame:
+def map_sample(frame: pd.DataFrame, max_points: int = 5000, seed: int = 0, grouping: str | None = None) -> pd.DataFrame:
     """At most `max_points` check-ins drawn at random (seeded), for a light scatter map.
 
     Columns: user, longitude, latitude, category, and group when a grouping is given.

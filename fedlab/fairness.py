@@ -4,6 +4,7 @@ Pure tables from a test report's `per_client` entries (fedlab.metrics.per_client
 client id -> {"accuracy", "examples", "checkins"}). The HTML report and the dashboard both use them;
 the figure that goes with them is fedlab.charts.accuracy_vs_checkins.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -20,8 +21,16 @@ def client_table(per_client: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
 
     Sorted best served first; ties go to the client with more targets, then by id, so the order is stable.
     """
-    rows = [{"client": str(client), "accuracy": float(c["accuracy"]), "examples": int(c.get("examples", 0)),
-             "checkins": int(c.get("checkins", 0))} for client, c in per_client.items() if c.get("examples", 0) > 0]
+    rows = [
+        {
+            "client": str(client),
+            "accuracy": float(c["accuracy"]),
+            "examples": int(c.get("examples", 0)),
+            "checkins": int(c.get("checkins", 0)),
+        }
+        for client, c in per_client.items()
+        if c.get("examples", 0) > 0
+    ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.sort_values(_ORDER, ascending=[False, False, True], ignore_index=True)
 
@@ -29,7 +38,7 @@ def client_table(per_client: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
 def best_and_worst(table: pd.DataFrame, *, count: int = FAIRNESS_CLIENTS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The `count` best served clients, and up to `count` worst (worst first) that are not among the best."""
     best = table.head(count)
-    rest = table.iloc[len(best):]
+    rest = table.iloc[len(best) :]
     worst = rest.tail(count).sort_values(_ORDER, ascending=[True, False, True])
     return best, worst
 
@@ -46,5 +55,7 @@ def correlation_text(table: pd.DataFrame) -> str:
     rho = accuracy_checkins_correlation(table)
     if rho is None:
         return "Too few distinct clients to relate accuracy to data size."
-    return (f"Rank correlation (Spearman) of accuracy with check-ins: {rho:+.2f} "
-            "(0: data size does not matter; +1: more data, always better served).")
+    return (
+        f"Rank correlation (Spearman) of accuracy with check-ins: {rho:+.2f} "
+        "(0: data size does not matter; +1: more data, always better served)."
+    )

@@ -1,4 +1,5 @@
 """Per-check-in features, as in the study, computed on whole columns at once."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,7 @@ def dense_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int32), np.asarray(uniques)
 
 
-def user_habits(cat_ids: np.ndarray, client_codes: np.ndarray, before_test: np.ndarray,
-                num_classes: int) -> np.ndarray:
+def user_habits(cat_ids: np.ndarray, client_codes: np.ndarray, before_test: np.ndarray, num_classes: int) -> np.ndarray:
     """Per check-in: the shares of next categories after its category in the user's own earlier transitions,
     and log(1 + how many there were), as (rows, num_classes + 1) float32.
 

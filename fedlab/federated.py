@@ -4,14 +4,17 @@ The only module (with the TFF runtime modules) that imports TensorFlow Federated
 boundary as plain numpy lists in Keras `model.get_weights()` order; the learning process's state is
 opaque outside it.
 """
+
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_privacy as tfp
 
 from fedlab.config import ExperimentConfig
 from fedlab.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn
@@ -26,24 +29,93 @@ def make_model_fn(spec: ModelSpec, *, seed: int = 0):
         # A graph-level seed fixes the initial random ops; with GRU dropout above 0, TFF still draws masks
         # from a kernel shared by concurrent clients, so only dropout 0 repeats exactly.
         tf.random.set_seed(seed)
-        return tff.learning.models.from_keras_model(build_model(spec), loss=loss_fn(),
-                                                    input_spec=element_spec(spec), metrics=metrics_fn())
+        return tff.learning.models.from_keras_model(
+            build_model(spec), loss=loss_fn(), input_spec=element_spec(spec), metrics=metrics_fn()
+        )
+
     return model_fn
 
 
-def optimizer(name: str, learning_rate: float):
+def optimizer(name: str, learning_rate: float, *, momentum: float | None = None):
     """TFF's own functional optimizers (cheaper to serialise than Keras ones)."""
-    if name == "adam":
-        return tff.learning.optimizers.build_adam(learning_rate=learning_rate)
-    return tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
+    builders = {
+        "adam": tff.learning.optimizers.build_adam,
+        "yogi": tff.learning.optimizers.build_yogi,
+        "adagrad": tff.learning.optimizers.build_adagrad,
+    }
+    if name in builders:
+        return builders[name](learning_rate=learning_rate)
+    return tff.learning.optimizers.build_sgdm(
+        learning_rate=learning_rate, momentum=momentum if name == "sgdm" else None
+    )
+
+
+# Tensors of at most this many values are sent as float32 even when compressing: quantising them saves a few
+# bytes at most, and their min and max (sent with every quantised tensor) would cost more than that.
+QUANTIZE_THRESHOLD = 256
 
 
 def model_aggregator(config: ExperimentConfig, clients_per_round: int):
-    """None (TFF's weighted mean), or DP-FedAvg with TFF's Gaussian aggregator at a fixed clipping norm."""
-    if config.dp_clip is None:
-        return None
-    return tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-        noise_multiplier=config.dp_noise, clients_per_round=float(clients_per_round), clip=config.dp_clip)
+    """The aggregator of the clients' model updates: None (TFF's weighted mean), DP-FedAvg (TFF's Gaussian
+    aggregator at a fixed clipping norm), or uniform quantisation after a Hadamard rotation."""
+    compressed = compressed_sum(config.compression_bits) if config.compression_bits else None
+    if config.dp_clip is not None:
+        # TFF's DifferentiallyPrivateFactory.gaussian_fixed, with the clipped updates compressed on their way up.
+        query = tfp.NormalizedQuery(
+            tfp.GaussianSumQuery(l2_norm_clip=config.dp_clip, stddev=config.dp_clip * config.dp_noise),
+            denominator=float(clients_per_round),
+        )
+        return tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory=compressed)
+    return None if compressed is None else tff.aggregators.MeanFactory(compressed)
+
+
+def compressed_sum(bits: int):
+    """A sum of updates quantised to `bits` per value after a random Hadamard rotation (which spreads each
+    tensor's values evenly, so uniform quantisation loses less)."""
+    quantized = tff.aggregators.EncodedSumFactory.quantize_above_threshold(
+        quantization_bits=bits, threshold=QUANTIZE_THRESHOLD
+    )
+    return tff.aggregators.HadamardTransformFactory(quantized)
+
+
+# -- communication: bytes a round sends --------------------------------------------------------------------------
+# TFF's aggregators report no byte counts (their measurements are clipping norms and counts), so the bytes are the
+# encoded size that the aggregator's settings determine, computed from the real weights' shapes: float32 values
+# take 4 bytes; a compressed tensor is flattened and zero-padded to a
+# power of two by the Hadamard rotation, then, when longer than QUANTIZE_THRESHOLD, quantised to `bits` per value
+# and bit-packed by TFF's encoder into 28 of every 32 bits, plus its min and max (two float32).
+PACKED_BITS_PER_WORD = 28
+# Per-weight slots of each client optimizer's state, which MIME-lite's server broadcasts with the model.
+OPTIMIZER_SLOTS = {"sgd": 0, "adam": 2}
+
+
+def model_bytes(weights: list[np.ndarray]) -> int:
+    """The model the server broadcasts to one client: every weight, trainable or not, as it is stored."""
+    return int(sum(np.asarray(w).nbytes for w in weights))
+
+
+def tensor_update_bytes(size: int, bits: int) -> int:
+    """Bytes one client sends for one float32 tensor of `size` values, at `bits` per value (0 = uncompressed)."""
+    if not bits:
+        return 4 * size
+    padded = 1 << max(size - 1, 0).bit_length()  # the Hadamard rotation's power-of-two length
+    if padded <= QUANTIZE_THRESHOLD:
+        return 4 * padded
+    return 4 * math.ceil(padded * bits / PACKED_BITS_PER_WORD) + 8
+
+
+def update_bytes(trainable_sizes: list[int], config: ExperimentConfig) -> int:
+    """Bytes one reporting client sends up: its model update (only trainable weights change), after compression;
+    MIME-lite clients also send their full-batch gradient (uncompressed: TFF's default mean aggregator)."""
+    update = sum(tensor_update_bytes(n, config.compression_bits) for n in trainable_sizes)
+    gradient = 4 * sum(trainable_sizes) if config.algorithm == "mime" else 0
+    return update + gradient
+
+
+def download_bytes(weights: list[np.ndarray], trainable_sizes: list[int], config: ExperimentConfig) -> int:
+    """Bytes the server sends one sampled client: the model, plus MIME-lite's optimizer state."""
+    state = 4 * OPTIMIZER_SLOTS[config.client_optimizer] * sum(trainable_sizes) if config.algorithm == "mime" else 0
+    return model_bytes(weights) + state
 
 
 @dataclass(frozen=True)
@@ -62,8 +134,13 @@ class WeightLayout:
 
     def to_tff(self, weights: list[np.ndarray]) -> tff.learning.models.ModelWeights:
         ordered = [weights[i] for i in self.keras_index]
-        return tff.learning.models.ModelWeights(trainable=ordered[:self.trainable],
-                                                non_trainable=ordered[self.trainable:])
+        return tff.learning.models.ModelWeights(
+            trainable=ordered[: self.trainable], non_trainable=ordered[self.trainable :]
+        )
+
+    def trainable_sizes(self, weights: list[np.ndarray]) -> list[int]:
+        """The number of values of each trainable weight (what an update carries), from Keras-ordered weights."""
+        return [int(np.asarray(weights[i]).size) for i in self.keras_index[: self.trainable]]
 
     def to_keras(self, weights: tff.learning.models.ModelWeights) -> list[np.ndarray]:
         out: list = [None] * len(self.keras_index)
@@ -83,20 +160,35 @@ def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_ro
     # The layout comes from a throwaway model built before tracing (tracing invalidates earlier Keras models).
     layout = WeightLayout.of(build_model(spec))
     model_fn = make_model_fn(spec, seed=config.seed)
-    aggregator = model_aggregator(config, clients_per_round)
-    optimizers = {"client_optimizer_fn": optimizer(config.client_optimizer, config.client_lr),
-                  "server_optimizer_fn": optimizer(config.server_optimizer, config.server_lr)}
-    if aggregator is None:
-        learning = tff.learning.algorithms.build_weighted_fed_avg(model_fn, **optimizers)
-    else:
-        # DP bounds each client's influence, so clients weigh the same (TFF's unweighted FedAvg).
-        learning = tff.learning.algorithms.build_unweighted_fed_avg(model_fn, model_aggregator=aggregator,
-                                                                    **optimizers)
+    learning = learning_process(model_fn, config, clients_per_round)
     # Evaluation iterates each client's batches in a loop: the same metrics as TFF's default dataset reduce,
     # at about a quarter of the worker's CPU time per client (`fedlab bench` reports validation seconds).
     evaluation = tff.learning.algorithms.build_fed_eval(
-        model_fn, loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR)
+        model_fn, loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR
+    )
     return Processes(learning=learning, evaluation=evaluation, layout=layout)
+
+
+def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int):
+    """TFF's FedAvg, FedProx or MIME-lite with this config's optimizers and aggregator."""
+    aggregator = model_aggregator(config, clients_per_round)
+    client = optimizer(config.client_optimizer, config.client_lr)
+    server = optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum)
+    # DP bounds each client's influence, so clients weigh the same (TFF's unweighted builders).
+    weighted = config.dp_clip is None
+    extra = {} if aggregator is None else {"model_aggregator": aggregator}
+    algorithms = tff.learning.algorithms
+    if config.algorithm == "fedprox":
+        build = algorithms.build_weighted_fed_prox if weighted else algorithms.build_unweighted_fed_prox
+        return build(
+            model_fn, proximal_strength=config.prox_mu, client_optimizer_fn=client, server_optimizer_fn=server, **extra
+        )
+    if config.algorithm == "mime":
+        # MIME-lite's base optimizer is the client optimizer; the server keeps its state and broadcasts it.
+        build = algorithms.build_weighted_mime_lite if weighted else algorithms.build_unweighted_mime_lite
+        return build(model_fn, base_optimizer=client, server_optimizer=server, **extra)
+    build = algorithms.build_weighted_fed_avg if weighted else algorithms.build_unweighted_fed_avg
+    return build(model_fn, client_optimizer_fn=client, server_optimizer_fn=server, **extra)
 
 
 @dataclass(frozen=True)
@@ -105,6 +197,9 @@ class RoundResult:
     weights: list[np.ndarray]  # the new global model, in Keras get_weights() order
     train_loss: float
     train_accuracy: float
+    bytes_down: int  # the model sent to every sampled client
+    bytes_up: int  # every reporting client's update, after compression
+    bytes_saved: int  # what compression spared of those updates
 
 
 # Each of the next three runs TFF computations: call them inside an active runtime (fedlab.runtime).
@@ -114,13 +209,31 @@ def initial_state(processes: Processes, weights: list[np.ndarray]) -> object:
     return learning.set_model_weights(learning.initialize(), processes.layout.to_tff(weights))
 
 
-def run_round(processes: Processes, state: object, datasets: list[tf.data.Dataset]) -> RoundResult:
-    """One FedAvg round on these clients' datasets."""
+def run_round(
+    processes: Processes,
+    state: object,
+    datasets: list[tf.data.Dataset],
+    *,
+    config: ExperimentConfig,
+    sampled: int | None = None,
+) -> RoundResult:
+    """One round on these (reporting) clients' datasets; `sampled` clients received the model (default: as many
+    as report; more when some dropped out)."""
+    sent = processes.layout.to_keras(processes.learning.get_model_weights(state))
     output = processes.learning.next(state, datasets)
     train = output.metrics["client_work"]["train"]
     weights = processes.layout.to_keras(processes.learning.get_model_weights(output.state))
-    return RoundResult(state=output.state, weights=weights, train_loss=float(train["loss"]),
-                       train_accuracy=float(train["accuracy"]))
+    sizes = processes.layout.trainable_sizes(sent)
+    return RoundResult(
+        state=output.state,
+        weights=weights,
+        train_loss=float(train["loss"]),
+        train_accuracy=float(train["accuracy"]),
+        bytes_down=download_bytes(sent, sizes, config) * (sampled or len(datasets)),
+        bytes_up=update_bytes(sizes, config) * len(datasets),
+        bytes_saved=(update_bytes(sizes, config.replace(compression_bits=0)) - update_bytes(sizes, config))
+        * len(datasets),
+    )
 
 
 def evaluate(processes: Processes, weights: list[np.ndarray], datasets: list[tf.data.Dataset]) -> tuple[float, float]:
@@ -136,13 +249,20 @@ def forget_compiled_computations() -> None:
     cache (128 entries) keyed by context, so every closed runtime's context and its compiled protos stayed
     alive: about 10-20 MB more resident memory after each run. Call it once a run's runtime is closed; a live
     context only compiles again on its next call."""
-    from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline  # no public handle
+    from fedlab import tff_internals  # the cache has no public handle
 
-    compiler_pipeline.CompilerPipeline.compile.cache_clear()
+    tff_internals.clear_compiled_computations()
 
 
-def client_dataset(inputs: dict[str, np.ndarray], targets: np.ndarray, spec: ModelSpec, *,
-                   batch_size: int, epochs: int = 1, shuffle_seed: int | None = None) -> tf.data.Dataset:
+def client_dataset(
+    inputs: dict[str, np.ndarray],
+    targets: np.ndarray,
+    spec: ModelSpec,
+    *,
+    batch_size: int,
+    epochs: int = 1,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
     """One client's sequences as batches; shuffled per epoch for training, in order for evaluation."""
     features = collections.OrderedDict((f, inputs[f]) for f in spec.features)
     ds = tf.data.Dataset.from_tensor_slices((features, targets))

@@ -3,6 +3,7 @@
 Pages never block on training: they submit, then poll the run store, which the worker writes
 round by round (and, when asked, a TensorBoard log per run beside it).
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,9 +58,15 @@ class JobManager:
     None for no limit.
     """
 
-    def __init__(self, store: RunStore, *, experiment_factory: Callable[[ExperimentConfig], Trainable],
-                 model_dir: str | os.PathLike | None = None, tensorboard_dir: str | os.PathLike | None = None,
-                 queue_limit: int | None = None):
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        experiment_factory: Callable[[ExperimentConfig], Trainable],
+        model_dir: str | os.PathLike | None = None,
+        tensorboard_dir: str | os.PathLike | None = None,
+        queue_limit: int | None = None,
+    ):
         self.store = store
         self._queue_limit = queue_limit
         self._factory = experiment_factory
@@ -207,8 +214,7 @@ class JobManager:
         try:
             self.store.set_status(job.run_id, "running")
             if job.stop.is_set():  # stopped in the moment it left the queue: skip the costly prepare
-                self.store.finish(job.run_id, status="stopped", test=None, baselines=None, timing={},
-                                  model_path=None)
+                self.store.finish(job.run_id, status="stopped", test=None, baselines=None, timing={}, model_path=None)
                 return
             experiment = self._factory(job.config)
         except Exception as exc:
@@ -217,8 +223,14 @@ class JobManager:
             record_end(self.store, job.run_id, "failed", failure_message(exc))
             return
         try:
-            record_run(self.store, job.run_id, experiment, stop=job.stop, board=self._tensorboard_log(job),
-                       save_model=functools.partial(self._save_model, job))
+            record_run(
+                self.store,
+                job.run_id,
+                experiment,
+                stop=job.stop,
+                board=self._tensorboard_log(job),
+                save_model=functools.partial(self._save_model, job),
+            )
         except FedlabError:
             pass  # recorded with its message; nothing for the log
         except Exception:
@@ -254,8 +266,10 @@ class JobManager:
 
 
 def _no_room(limit: float) -> FedlabError:
-    return FedlabError(f"Not queued: one session may have at most {limit:.0f} runs queued or training on this "
-                       "server. Wait for one to finish, or stop one.")
+    return FedlabError(
+        f"Not queued: one session may have at most {limit:.0f} runs queued or training on this "
+        "server. Wait for one to finish, or stop one."
+    )
 
 
 def _close(experiment: Trainable, run_id: str) -> None:

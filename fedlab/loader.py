@@ -36,6 +36,7 @@ in the last bit (about 1e-16 relative).
 The string columns share one Python ``str`` object per distinct value, so a million-row file
 costs about 8 bytes per row per string column beyond its distinct values.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,9 +46,9 @@ import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -57,8 +58,16 @@ from fedlab.errors import DataError
 COLUMNS = ("user", "venue", "category_id", "category", "latitude", "longitude", "tz_offset", "utc_time")
 STRING_COLUMNS = COLUMNS[:4]
 # Header names of the CSV variant, in the canonical column order.
-CSV_HEADER = ("userId", "venueId", "venueCategoryId", "venueCategory",
-              "latitude", "longitude", "timezoneOffset", "utcTimestamp")
+CSV_HEADER = (
+    "userId",
+    "venueId",
+    "venueCategoryId",
+    "venueCategory",
+    "latitude",
+    "longitude",
+    "timezoneOffset",
+    "utcTimestamp",
+)
 TIMESTAMP_FORMAT = "%a %b %d %H:%M:%S %z %Y"
 TIMESTAMP_EXAMPLE = "Tue Apr 03 18:00:09 +0000 2012"
 
@@ -91,12 +100,21 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 # Formats we can name but not read, so the message can say what the file is.
 _OTHER_MAGICS = {
-    b"BZh": "bzip2-compressed", b"\xfd7zXZ\x00": "xz-compressed", b"7z\xbc\xaf\x27\x1c": "7-Zip",
-    b"Rar!": "RAR", b"\x28\xb5\x2f\xfd": "zstd-compressed", b"PAR1": "a Parquet file",
-    b"SQLite format 3\x00": "an SQLite database", b"%PDF": "a PDF",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ\x00": "xz-compressed",
+    b"7z\xbc\xaf\x27\x1c": "7-Zip",
+    b"Rar!": "RAR",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+    b"PAR1": "a Parquet file",
+    b"SQLite format 3\x00": "an SQLite database",
+    b"%PDF": "a PDF",
 }
-_UTF16_32_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-                  (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+_UTF16_32_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _LF, _TAB, _COMMA, _QUOTE = 10, 9, 44, 34
 _NOT_C1 = bytes(range(0x80)) + bytes(range(0xA0, 0x100))  # deleting these leaves the C1 control bytes
@@ -141,8 +159,9 @@ class _Records:
 # Public entry point
 
 
-def load_checkins(source: str | os.PathLike | bytes, *, skip_bad_rows: bool = False,
-                  max_bytes: int | None = None) -> LoadResult:
+def load_checkins(
+    source: str | os.PathLike | bytes, *, skip_bad_rows: bool = False, max_bytes: int | None = None
+) -> LoadResult:
     """Read a check-in file (a path, or the bytes of an upload) into the canonical frame.
 
     ``max_bytes`` limits both the file as given and its decompressed content.
@@ -156,8 +175,7 @@ def load_checkins(source: str | os.PathLike | bytes, *, skip_bad_rows: bool = Fa
     _check_text(data)
     data, encoding = _detect_encoding(data)
     frame, skipped, layout = _parse(data, encoding=encoding, skip_bad_rows=skip_bad_rows)
-    return LoadResult(frame=frame, skipped=skipped, format=layout.format, compression=compression,
-                      encoding=encoding)
+    return LoadResult(frame=frame, skipped=skipped, format=layout.format, compression=compression, encoding=encoding)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,8 +206,10 @@ def _read_source(source: str | os.PathLike | bytes, *, max_bytes: int | None) ->
 
 def _check_size(size: int, max_bytes: int | None, *, what: str) -> None:
     if max_bytes is not None and size > max_bytes:
-        raise DataError(f"{what} is {_megabytes(size)}, more than the {_megabytes(max_bytes)} limit; "
-                        f"load a smaller file (for example fewer users)")
+        raise DataError(
+            f"{what} is {_megabytes(size)}, more than the {_megabytes(max_bytes)} limit; "
+            f"load a smaller file (for example fewer users)"
+        )
 
 
 def _megabytes(size: int) -> str:
@@ -200,8 +220,10 @@ def _megabytes(size: int) -> str:
 def _check_unpacked(size: int, max_bytes: int | None, *, what: str) -> None:
     # Only max_bytes + 1 bytes are unpacked, so the true size is unknown beyond "more than".
     if max_bytes is not None and size > max_bytes:
-        raise DataError(f"the decompressed content of {what} is more than the {_megabytes(max_bytes)} limit; "
-                        f"load a smaller file (for example fewer users)")
+        raise DataError(
+            f"the decompressed content of {what} is more than the {_megabytes(max_bytes)} limit; "
+            f"load a smaller file (for example fewer users)"
+        )
 
 
 def _decompress(data: bytes, *, max_bytes: int | None) -> tuple[bytes, str]:
@@ -211,8 +233,9 @@ def _decompress(data: bytes, *, max_bytes: int | None) -> tuple[bytes, str]:
         return _unzip(data, max_bytes=max_bytes), "zip"
     for magic, kind in _OTHER_MAGICS.items():
         if data.startswith(magic):
-            raise DataError(f"the file is {kind}, which cannot be read; "
-                            f"use the plain text file, or compress it with gzip or zip")
+            raise DataError(
+                f"the file is {kind}, which cannot be read; use the plain text file, or compress it with gzip or zip"
+            )
     return data, "none"
 
 
@@ -233,12 +256,15 @@ def _unzip(data: bytes, *, max_bytes: int | None) -> bytes:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [info for info in archive.infolist() if _is_data_member(info)]
         if any(info.filename == "[Content_Types].xml" for info in archive.infolist()):
-            raise DataError("the file is an Office document (for example an Excel workbook); "
-                            "export the sheet as CSV and load that")
+            raise DataError(
+                "the file is an Office document (for example an Excel workbook); export the sheet as CSV and load that"
+            )
         if len(members) != 1:
             names = ", ".join(info.filename for info in members[:5]) or "nothing"
-            raise DataError(f"the zip archive must hold exactly one data file, but holds {len(members)} "
-                            f"({names}); zip only the check-in file")
+            raise DataError(
+                f"the zip archive must hold exactly one data file, but holds {len(members)} "
+                f"({names}); zip only the check-in file"
+            )
         _check_size(members[0].file_size, max_bytes, what="the unzipped file")
         limit = -1 if max_bytes is None else max_bytes + 1
         with archive.open(members[0]) as stream:
@@ -248,8 +274,10 @@ def _unzip(data: bytes, *, max_bytes: int | None) -> bytes:
     except RuntimeError as error:  # zipfile's error for encrypted members
         raise DataError(f"cannot open the zip archive ({error}); zip the file without a password") from None
     except NotImplementedError as error:
-        raise DataError(f"the zip archive uses a compression method that cannot be read ({error}); "
-                        f"zip it again with ordinary (deflate) compression") from None
+        raise DataError(
+            f"the zip archive uses a compression method that cannot be read ({error}); "
+            f"zip it again with ordinary (deflate) compression"
+        ) from None
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, struct.error, ValueError) as error:
         raise DataError(f"the zip archive is damaged or incomplete ({error}); download or zip it again") from None
     _check_unpacked(len(out), max_bytes, what="the zip archive")
@@ -275,14 +303,20 @@ def _check_text(data: bytes) -> None:
         raise DataError("the file is empty; choose a file with check-ins")
     for bom, name in _UTF16_32_BOMS:
         if data.startswith(bom):
-            raise DataError(f"the file is {name} text, an encoding that cannot be read; save it as UTF-8 and load it again")
+            raise DataError(
+                f"the file is {name} text, an encoding that cannot be read; save it as UTF-8 and load it again"
+            )
     nul = data.find(b"\x00")
     if nul >= 0:
         if data[:1000:2].count(0) > 100 or data[1:1000:2].count(0) > 100:
-            raise DataError("the file looks like UTF-16 text, an encoding that cannot be read; "
-                            "save it as UTF-8 and load it again")
-        raise DataError("the file is not text (it holds binary data); choose the check-in text file "
-                        "(.txt or .csv, optionally gzip- or zip-compressed)", line=data.count(b"\n", 0, nul) + 1)
+            raise DataError(
+                "the file looks like UTF-16 text, an encoding that cannot be read; save it as UTF-8 and load it again"
+            )
+        raise DataError(
+            "the file is not text (it holds binary data); choose the check-in text file "
+            "(.txt or .csv, optionally gzip- or zip-compressed)",
+            line=data.count(b"\n", 0, nul) + 1,
+        )
     head = np.frombuffer(data[:8192], dtype=np.uint8)
     controls = np.count_nonzero((head < 32) & (head != _TAB) & (head != _LF)) + np.count_nonzero(head == 127)
     if controls > 0.1 * len(head):
@@ -291,7 +325,7 @@ def _check_text(data: bytes) -> None:
 
 def _detect_encoding(data: bytes) -> tuple[bytes, str]:
     if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM):]
+        data = data[len(_UTF8_BOM) :]
     try:
         data.decode("utf-8")
         return data, "utf-8"
@@ -301,9 +335,11 @@ def _detect_encoding(data: bytes) -> tuple[bytes, str]:
     if data.translate(None, _NOT_C1):
         arr = np.frombuffer(data, dtype=np.uint8)
         at = int(np.flatnonzero((arr >= 0x80) & (arr < 0xA0))[0])
-        raise DataError(f"the file is neither UTF-8 nor Latin-1 text (byte 0x{arr[at]:02X} is not a character in "
-                        f"either; it may be Windows-1252 or another encoding); save it as UTF-8 and load it again",
-                        line=data.count(b"\n", 0, at) + 1)
+        raise DataError(
+            f"the file is neither UTF-8 nor Latin-1 text (byte 0x{arr[at]:02X} is not a character in "
+            f"either; it may be Windows-1252 or another encoding); save it as UTF-8 and load it again",
+            line=data.count(b"\n", 0, at) + 1,
+        )
     return data, "latin-1"
 
 
@@ -323,8 +359,11 @@ def _parse(data: bytes, *, encoding: str, skip_bad_rows: bool) -> tuple[pd.DataF
     skipped.update(_count_reasons(reasons[bad]))
     if bad.all():
         summary = ", ".join(f"{count:,} {reason}" for reason, count in skipped.items())
-        raise DataError(f"none of the {len(records.starts):,} rows can be used ({summary}); "
-                        f"check that this is a Foursquare check-in file", line=int(kept.lines[0]))
+        raise DataError(
+            f"none of the {len(records.starts):,} rows can be used ({summary}); "
+            f"check that this is a Foursquare check-in file",
+            line=int(kept.lines[0]),
+        )
     # The canonical columns hold all that is needed now: free the byte spans and the parsed table
     # (for a million rows about a quarter of the peak memory) before building the frame.
     del records, kept, table, times, time_codes, value_of
@@ -356,13 +395,16 @@ def _drop_bad_shapes(records: _Records, layout: _Layout, *, skip_bad_rows: bool)
         _raise_shape_error(records, int(np.flatnonzero(bad)[0]), layout)
     kept = _take(records, ~bad)
     if len(kept.starts) == 0:
-        raise DataError(f"none of the {len(records.starts):,} rows has the 8 expected columns; "
-                        f"{_expected_layout(layout)}", line=int(records.lines[0]))
+        raise DataError(
+            f"none of the {len(records.starts):,} rows has the 8 expected columns; {_expected_layout(layout)}",
+            line=int(records.lines[0]),
+        )
     return kept, ({WRONG_COLUMNS: int(bad.sum())} if bad.any() else {})
 
 
-def _read_values(data: bytes, arr: np.ndarray, kept: _Records, *, layout: _Layout,
-                 encoding: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Callable[[str, int], object]]:
+def _read_values(
+    data: bytes, arr: np.ndarray, kept: _Records, *, layout: _Layout, encoding: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Callable[[str, int], object]]:
     """The parsed table, the times with their problem codes, and a way to quote a raw value."""
     # Timestamps are parsed straight from the bytes (no str objects) unless quotes may wrap them.
     from_bytes = not (layout.quoted and b'"' in data)
@@ -378,7 +420,7 @@ def _read_values(data: bytes, arr: np.ndarray, kept: _Records, *, layout: _Layou
     def value_of(column: str, row: int) -> object:
         # The field as written in the file, so a message quotes "91" rather than the parsed 91.0.
         if column == "utc_time":
-            return data[int(starts[row]):int(stops[row])].decode(encoding)
+            return data[int(starts[row]) : int(stops[row])].decode(encoding)
         lo, hi = (int(span[row]) for span in _field_spans(kept, layout.columns.index(column)))
         return data[lo:hi].decode(encoding)
 
@@ -409,33 +451,52 @@ def _detect_layout(first: str, *, line: int) -> _Layout:
     else:
         found = next((name for char, name in ((";", "semicolons"), ("|", "vertical bars")) if char in first), None)
         how = f"it seems to be separated by {found}" if found else "found 1 column"
-        raise DataError(f"the first line has no tabs or commas ({how}); expected the raw TSMC2014 file "
-                        f"(8 tab-separated columns) or a CSV with the header {','.join(CSV_HEADER)}", line=line)
+        raise DataError(
+            f"the first line has no tabs or commas ({how}); expected the raw TSMC2014 file "
+            f"(8 tab-separated columns) or a CSV with the header {','.join(CSV_HEADER)}",
+            line=line,
+        )
     fields = [field.strip().strip('"').strip() for field in _split_header(first, sep)]
     known = {name.lower(): column for name, column in zip(CSV_HEADER, COLUMNS)}
     # Three known names make a header (even one with a column missing); data rows never have that.
     if sum(field.lower() in known for field in fields) < 3:
         if sep == ",":
-            raise DataError(f"the file is comma-separated but has no header row; make the first line "
-                            f"{','.join(CSV_HEADER)} (or use the raw tab-separated TSMC2014 file)", line=line)
-        return _Layout(format=RAW_FORMAT, sep=_TAB, quoted=False, columns=COLUMNS,
-                       labels={column: column for column in COLUMNS})
+            raise DataError(
+                f"the file is comma-separated but has no header row; make the first line "
+                f"{','.join(CSV_HEADER)} (or use the raw tab-separated TSMC2014 file)",
+                line=line,
+            )
+        return _Layout(
+            format=RAW_FORMAT, sep=_TAB, quoted=False, columns=COLUMNS, labels={column: column for column in COLUMNS}
+        )
     columns = []
     for field in fields:
         column = known.get(field.lower())
         if column is None:
-            raise DataError(f"unexpected column {field!r} in the header; the columns must be "
-                            f"{', '.join(CSV_HEADER)}", line=line, column=field)
+            raise DataError(
+                f"unexpected column {field!r} in the header; the columns must be {', '.join(CSV_HEADER)}",
+                line=line,
+                column=field,
+            )
         if column in columns:
             raise DataError(f"column {field!r} appears twice in the header", line=line, column=field)
         columns.append(column)
     missing = [name for name, column in zip(CSV_HEADER, COLUMNS) if column not in columns]
     if missing:
-        raise DataError(f"the header lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                        f"the columns must be {', '.join(CSV_HEADER)}", line=line, column=missing[0])
+        raise DataError(
+            f"the header lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+            f"the columns must be {', '.join(CSV_HEADER)}",
+            line=line,
+            column=missing[0],
+        )
     labels = {column: field for field, column in zip(fields, columns)}
-    return _Layout(format=CSV_FORMAT if sep == "," else TSV_FORMAT, sep=ord(sep), quoted=sep == ",",
-                   columns=tuple(columns), labels=labels)
+    return _Layout(
+        format=CSV_FORMAT if sep == "," else TSV_FORMAT,
+        sep=ord(sep),
+        quoted=sep == ",",
+        columns=tuple(columns),
+        labels=labels,
+    )
 
 
 def _expected_layout(layout: _Layout) -> str:
@@ -466,8 +527,11 @@ def _check_quotes(arr: np.ndarray, *, sep: int) -> None:
 
 def _raise_quote_error(arr: np.ndarray, at: int, what: str) -> None:
     line = int(np.count_nonzero(arr[:at] == _LF)) + 1
-    raise DataError(f"{what}; in a CSV file quotes must enclose a whole field, written \"\" inside it; "
-                    f"fix the quoting (or remove the quote)", line=line)
+    raise DataError(
+        f'{what}; in a CSV file quotes must enclose a whole field, written "" inside it; '
+        f"fix the quoting (or remove the quote)",
+        line=line,
+    )
 
 
 def _scan_records(arr: np.ndarray, *, sep: int, quoted: bool) -> _Records:
@@ -489,14 +553,27 @@ def _scan_records(arr: np.ndarray, *, sep: int, quoted: bool) -> _Records:
     fields = np.diff(sep_index, prepend=0) + 1
     lines = np.arange(1, len(ends) + 1) if ends is newlines else np.searchsorted(newlines, starts) + 1
     keep = ends > starts  # empty lines are ignored
-    return _Records(starts=starts[keep], ends=ends[keep], stops=stops[keep], lines=lines[keep],
-                    fields=fields[keep], first_sep=(sep_index - fields + 1)[keep], seps=seps)
+    return _Records(
+        starts=starts[keep],
+        ends=ends[keep],
+        stops=stops[keep],
+        lines=lines[keep],
+        fields=fields[keep],
+        first_sep=(sep_index - fields + 1)[keep],
+        seps=seps,
+    )
 
 
 def _take(records: _Records, keep: np.ndarray) -> _Records:
-    return _Records(starts=records.starts[keep], ends=records.ends[keep], stops=records.stops[keep],
-                    lines=records.lines[keep], fields=records.fields[keep], first_sep=records.first_sep[keep],
-                    seps=records.seps)
+    return _Records(
+        starts=records.starts[keep],
+        ends=records.ends[keep],
+        stops=records.stops[keep],
+        lines=records.lines[keep],
+        fields=records.fields[keep],
+        first_sep=records.first_sep[keep],
+        seps=records.seps,
+    )
 
 
 def _field_spans(records: _Records, position: int) -> tuple[np.ndarray, np.ndarray]:
@@ -526,10 +603,19 @@ def _read_table(buffer: bytes, *, layout: _Layout, encoding: str, with_time: boo
     dtypes = {column: "category" for column in STRING_COLUMNS}
     dtypes.update({column: "float64" for column in numeric}, utc_time=object)
     usecols = [column for column in layout.columns if with_time or column != "utc_time"]
-    options = dict(sep=chr(layout.sep), header=None, names=list(layout.columns), usecols=usecols, engine="c",
-                   encoding=encoding, keep_default_na=False, na_values={column: [""] for column in numeric},
-                   skip_blank_lines=False, quoting=csv.QUOTE_MINIMAL if layout.quoted else csv.QUOTE_NONE,
-                   doublequote=True)
+    options = dict(
+        sep=chr(layout.sep),
+        header=None,
+        names=list(layout.columns),
+        usecols=usecols,
+        engine="c",
+        encoding=encoding,
+        keep_default_na=False,
+        na_values={column: [""] for column in numeric},
+        skip_blank_lines=False,
+        quoting=csv.QUOTE_MINIMAL if layout.quoted else csv.QUOTE_NONE,
+        doublequote=True,
+    )
     try:
         try:
             return pd.read_csv(io.BytesIO(buffer), dtype=dtypes, **options)
@@ -540,8 +626,9 @@ def _read_table(buffer: bytes, *, layout: _Layout, encoding: str, with_time: boo
             dtypes.update({column: object for column in numeric})
             return pd.read_csv(io.BytesIO(buffer), dtype=dtypes, **options)
     except pd.errors.ParserError as error:
-        raise DataError(f"the file cannot be split into rows and columns ({error}); "
-                        f"{_expected_layout(layout)}") from None
+        raise DataError(
+            f"the file cannot be split into rows and columns ({error}); {_expected_layout(layout)}"
+        ) from None
 
 
 def _to_float(values: pd.Series) -> np.ndarray:
@@ -565,8 +652,12 @@ def _validate(table: pd.DataFrame, times: np.ndarray, time_codes: np.ndarray) ->
         reasons[mask & (reasons == _OK)] = _REASONS.index(reason)
 
     columns: dict[str, np.ndarray] = {}
-    for column, reason in (("user", "missing user id"), ("venue", "missing venue id"),
-                           ("category_id", "missing category id"), ("category", "missing category")):
+    for column, reason in (
+        ("user", "missing user id"),
+        ("venue", "missing venue id"),
+        ("category_id", "missing category id"),
+        ("category", "missing category"),
+    ):
         codes, uniques = _stripped_codes(table[column])
         empty = np.flatnonzero(uniques == "")
         flag(reason, codes == (empty[0] if len(empty) else -1))
@@ -607,15 +698,22 @@ def _canonical_frame(columns: dict, *, keep: np.ndarray) -> tuple[pd.DataFrame, 
     user_time = values["utc_time"].view(np.int64) ^ (strings["user"][0] * np.int64(0x9E3779B97F4A7C15 - (1 << 64)))
     candidates = np.flatnonzero(pd.Series(user_time).duplicated(keep=False).to_numpy())
     if len(candidates):
-        key = pd.DataFrame({**{column: codes[candidates] for column, (codes, _) in strings.items()},
-                            **{column: array[candidates] for column, array in values.items()}})
+        key = pd.DataFrame(
+            {
+                **{column: codes[candidates] for column, (codes, _) in strings.items()},
+                **{column: array[candidates] for column, array in values.items()},
+            }
+        )
         unique[candidates[key.duplicated(keep="first").to_numpy()]] = False
     duplicates = int(len(unique) - unique.sum())
-    frame = pd.DataFrame({
-        # Indexing the distinct strings shares one str object per value (memory for big files).
-        **{column: uniques[codes[unique]] for column, (codes, uniques) in strings.items()},
-        **{column: array[unique] for column, array in values.items()},
-    }, columns=list(COLUMNS))
+    frame = pd.DataFrame(
+        {
+            # Indexing the distinct strings shares one str object per value (memory for big files).
+            **{column: uniques[codes[unique]] for column, (codes, uniques) in strings.items()},
+            **{column: array[unique] for column, array in values.items()},
+        },
+        columns=list(COLUMNS),
+    )
     return frame, duplicates
 
 
@@ -650,8 +748,9 @@ def parse_utc(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return times, codes
 
 
-def _parse_utc_fields(data: bytes, arr: np.ndarray, starts: np.ndarray, stops: np.ndarray, *,
-                      encoding: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_utc_fields(
+    data: bytes, arr: np.ndarray, starts: np.ndarray, stops: np.ndarray, *, encoding: str
+) -> tuple[np.ndarray, np.ndarray]:
     """parse_utc for fields given as byte spans of the text, without making str objects."""
     times = np.empty(len(starts), dtype="datetime64[ns]")
     codes = np.empty(len(starts), dtype=np.int8)
@@ -665,7 +764,7 @@ def _parse_utc_fields(data: bytes, arr: np.ndarray, starts: np.ndarray, stops: n
         times[block], codes[block] = _parse_matrix(windows[first], fits)
     odd = np.flatnonzero(codes == 1)
     if len(odd):
-        text = np.array([data[int(starts[i]):int(stops[i])].decode(encoding) for i in odd], dtype=object)
+        text = np.array([data[int(starts[i]) : int(stops[i])].decode(encoding) for i in odd], dtype=object)
         times[odd], codes[odd] = _parse_flexible(text)
     return times, codes
 
@@ -698,8 +797,17 @@ def _parse_matrix(matrix: np.ndarray, fits: np.ndarray) -> tuple[np.ndarray, np.
     months = np.where(shape_ok, (year - 1970) * 12 + month - 1, 0).astype(np.int64)
     first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     month_days = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first_day
-    possible = ((day >= 1) & (day <= month_days) & (hour <= 23) & (minute <= 59) & (second <= 59)
-                & (offset_minutes <= 59) & (np.abs(offset) <= 14 * 60) & (year >= 1678) & (year <= 2261))
+    possible = (
+        (day >= 1)
+        & (day <= month_days)
+        & (hour <= 23)
+        & (minute <= 59)
+        & (second <= 59)
+        & (offset_minutes <= 59)
+        & (np.abs(offset) <= 14 * 60)
+        & (year >= 1678)
+        & (year <= 2261)
+    )
     seconds = (first_day + day - 1) * 86400 + hour * 3600 + minute * 60 + second - offset * 60
     good = shape_ok & possible
     times = np.where(good, seconds * 1_000_000_000, np.iinfo(np.int64).min).view("datetime64[ns]")
@@ -722,9 +830,13 @@ def format_utc(times: np.ndarray | pd.Series) -> np.ndarray:
     matrix = np.full((len(stamps), _WIDTH), ord(" "), dtype=np.uint8)
     matrix[:, 0:3] = _letters(_WEEKDAYS)[(days + 3) % 7]  # 1970-01-01 was a Thursday
     matrix[:, 4:7] = _letters(_MONTHS)[month_start.astype(np.int64) % 12]
-    for column, value, width in ((8, (stamps.astype("datetime64[D]") - month_start).astype(np.int64) + 1, 2),
-                                 (11, clock // 3600, 2), (14, clock // 60 % 60, 2), (17, clock % 60, 2),
-                                 (26, year, 4)):
+    for column, value, width in (
+        (8, (stamps.astype("datetime64[D]") - month_start).astype(np.int64) + 1, 2),
+        (11, clock // 3600, 2),
+        (14, clock // 60 % 60, 2),
+        (17, clock % 60, 2),
+        (26, year, 4),
+    ):
         for place in range(width):
             matrix[:, column + place] = 48 + value // 10 ** (width - 1 - place) % 10
     matrix[:, [13, 16]] = ord(":")
@@ -769,13 +881,16 @@ def _raise_shape_error(records: _Records, index: int, layout: _Layout) -> None:
     hint = ""
     if found == 1:
         hint = f" (the line has no {sep_name}s; is it separated by something else?)"
-    raise DataError(f"this line has {found} {sep_name}-separated column{'s' if found != 1 else ''} but "
-                    f"{len(COLUMNS)} are expected{hint}; {_expected_layout(layout)}. {SKIP_HINT}",
-                    line=int(records.lines[index]))
+    raise DataError(
+        f"this line has {found} {sep_name}-separated column{'s' if found != 1 else ''} but "
+        f"{len(COLUMNS)} are expected{hint}; {_expected_layout(layout)}. {SKIP_HINT}",
+        line=int(records.lines[index]),
+    )
 
 
-def _raise_row_error(value_of: Callable[[str, int], object], reasons: np.ndarray, lines: np.ndarray,
-                     layout: _Layout) -> None:
+def _raise_row_error(
+    value_of: Callable[[str, int], object], reasons: np.ndarray, lines: np.ndarray, layout: _Layout
+) -> None:
     index = int(np.flatnonzero(reasons != _OK)[0])
     reason = _REASONS[reasons[index]]
     column, rule = _ROW_PROBLEMS[reason]
@@ -787,5 +902,8 @@ def _raise_row_error(value_of: Callable[[str, int], object], reasons: np.ndarray
     else:
         shown = f" {str(value)[:60]!r}"
     position = layout.columns.index(column) + 1
-    raise DataError(f"{reason}{shown} in column {position}; {rule}. {SKIP_HINT}",
-                    line=int(lines[index]), column=layout.labels[column])
+    raise DataError(
+        f"{reason}{shown} in column {position}; {rule}. {SKIP_HINT}",
+        line=int(lines[index]),
+        column=layout.labels[column],
+    )

@@ -8,6 +8,7 @@ Conventions every function here shares:
 - A metric over zero examples is 0.0 rather than NaN, so a report stays valid JSON; `examples`
   (or `support`) says how many examples stood behind it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -26,8 +27,7 @@ def _checked_scores(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray,
     if probs.ndim != 2:
         raise ValueError(f"probs must be 2-D (examples, classes), got shape {probs.shape}")
     if targets.shape != (probs.shape[0],):
-        raise ValueError(f"targets must have shape ({probs.shape[0]},) to match probs, "
-                         f"got {targets.shape}")
+        raise ValueError(f"targets must have shape ({probs.shape[0]},) to match probs, got {targets.shape}")
     return probs, _checked_class_ids(targets, probs.shape[1], "targets")
 
 
@@ -97,15 +97,14 @@ def _ratio_or_zero(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray
     return out
 
 
-def per_class_precision_recall(
-    confusion: np.ndarray, class_names: Sequence[str]
-) -> dict[str, dict[str, float]]:
+def per_class_precision_recall(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Precision, recall and support (true examples) per class; 0.0 where undefined."""
     confusion = np.asarray(confusion)
     names = list(class_names)
     if confusion.shape != (len(names), len(names)):
-        raise ValueError(f"confusion must be ({len(names)}, {len(names)}) for {len(names)} class names, "
-                         f"got {confusion.shape}")
+        raise ValueError(
+            f"confusion must be ({len(names)}, {len(names)}) for {len(names)} class names, got {confusion.shape}"
+        )
     if len(set(names)) != len(names):
         raise ValueError("class names must be distinct, or per-class rows would overwrite each other")
     hits = np.diag(confusion)
@@ -129,8 +128,9 @@ def per_client_accuracy(
     for client, (predictions, targets) in predictions_by_client.items():
         predictions, targets = np.asarray(predictions), np.asarray(targets)
         if predictions.shape != targets.shape:
-            raise ValueError(f"client {client!r}: predictions {predictions.shape} and targets "
-                             f"{targets.shape} differ in shape")
+            raise ValueError(
+                f"client {client!r}: predictions {predictions.shape} and targets {targets.shape} differ in shape"
+            )
         if targets.size == 0:
             continue
         if client not in checkins:
@@ -149,8 +149,10 @@ def _flattened_scores(
     """One client's scores as (M, K) and targets as (M,); also accepts (S, T, K) with (S, T)."""
     probs, targets = np.asarray(probs), np.asarray(targets)
     if probs.shape[-1:] != (num_classes,) or probs.shape[:-1] != targets.shape:
-        raise ValueError(f"client {client!r}: probs {probs.shape} must be targets {targets.shape} "
-                         f"plus a last axis of {num_classes} classes")
+        raise ValueError(
+            f"client {client!r}: probs {probs.shape} must be targets {targets.shape} "
+            f"plus a last axis of {num_classes} classes"
+        )
     return probs.reshape(-1, num_classes), targets.reshape(-1)
 
 
@@ -168,15 +170,16 @@ def build_test_report(
     Clients with no test targets are skipped (their probs unread) and left out of `per_client`.
     """
     if set(probs_by_client) != set(targets_by_client):
-        raise ValueError("probs_by_client and targets_by_client must name the same clients; differ in "
-                         f"{sorted(set(probs_by_client) ^ set(targets_by_client))}")
+        raise ValueError(
+            "probs_by_client and targets_by_client must name the same clients; differ in "
+            f"{sorted(set(probs_by_client) ^ set(targets_by_client))}"
+        )
     names = list(class_names)
     num_classes = len(names)
     if num_classes == 0:
         raise ValueError("class_names is empty; a report needs at least one class")
     clients = sorted(c for c in targets_by_client if np.size(targets_by_client[c]) > 0)
-    flat = {c: _flattened_scores(c, probs_by_client[c], targets_by_client[c], num_classes)
-            for c in clients}
+    flat = {c: _flattened_scores(c, probs_by_client[c], targets_by_client[c], num_classes) for c in clients}
     probs = np.concatenate([flat[c][0] for c in clients]) if clients else np.zeros((0, num_classes))
     targets = np.concatenate([flat[c][1] for c in clients]) if clients else np.zeros(0, dtype=np.intp)
     predictions = np.argmax(probs, axis=1)

@@ -1,4 +1,5 @@
 """The study's sequence model in plain Keras (no TFF here, so it is testable alone)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,12 +27,18 @@ class ModelSpec:
     embedding_dim: int
 
     @classmethod
-    def from_data(cls, config: ExperimentConfig, data) -> "ModelSpec":
+    def from_data(cls, config: ExperimentConfig, data) -> ModelSpec:
         numeric = [f for f in config.features if f in NUMERIC_FEATURES]
-        return cls(features=config.features, steps=config.data.n - 1, num_classes=len(data.class_names),
-                   vocab_sizes=tuple((f, data.vocab_sizes[f]) for f in config.features if f in CATEGORICAL_FEATURES),
-                   numeric_stats=tuple((f, *data.numeric_stats[f]) for f in numeric),
-                   gru_units=config.gru_units, dropout=config.dropout, embedding_dim=config.embedding_dim)
+        return cls(
+            features=config.features,
+            steps=config.data.n - 1,
+            num_classes=len(data.class_names),
+            vocab_sizes=tuple((f, data.vocab_sizes[f]) for f in config.features if f in CATEGORICAL_FEATURES),
+            numeric_stats=tuple((f, *data.numeric_stats[f]) for f in numeric),
+            gru_units=config.gru_units,
+            dropout=config.dropout,
+            embedding_dim=config.embedding_dim,
+        )
 
     @property
     def numeric_features(self) -> tuple[str, ...]:
@@ -41,9 +48,12 @@ class ModelSpec:
 def input_signature(spec: ModelSpec) -> dict[str, tf.TensorSpec]:
     vocab = dict(spec.vocab_sizes)
     # A habit input is a vector per step: the next-category shares and a log count.
-    return {f: tf.TensorSpec((None, spec.steps, spec.num_classes + 1), tf.float32, name=f) if f in HABIT_FEATURES
-            else tf.TensorSpec((None, spec.steps), tf.int32 if f in vocab else tf.float32, name=f)
-            for f in spec.features}
+    return {
+        f: tf.TensorSpec((None, spec.steps, spec.num_classes + 1), tf.float32, name=f)
+        if f in HABIT_FEATURES
+        else tf.TensorSpec((None, spec.steps), tf.int32 if f in vocab else tf.float32, name=f)
+        for f in spec.features
+    }
 
 
 def build_model(spec: ModelSpec) -> tf.keras.Model:
@@ -54,11 +64,20 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
     parts = []
     for feature in spec.features:
         if feature in EMBEDDED_FEATURES:
-            parts.append(layers.Embedding(vocab[feature], spec.embedding_dim, name=f"{feature}_embedding")(inputs[feature]))
+            parts.append(
+                layers.Embedding(vocab[feature], spec.embedding_dim, name=f"{feature}_embedding")(inputs[feature])
+            )
         elif feature in vocab:
             # One-hot per time step: a frozen identity embedding (CategoryEncoding stops at rank 2).
-            parts.append(layers.Embedding(vocab[feature], vocab[feature], embeddings_initializer="identity",
-                                          trainable=False, name=f"{feature}_one_hot")(inputs[feature]))
+            parts.append(
+                layers.Embedding(
+                    vocab[feature],
+                    vocab[feature],
+                    embeddings_initializer="identity",
+                    trainable=False,
+                    name=f"{feature}_one_hot",
+                )(inputs[feature])
+            )
         elif feature in HABIT_FEATURES:
             parts.append(inputs[feature])  # already shares in [0, 1] and a small log count
     if spec.numeric_stats:
@@ -76,8 +95,11 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
             # A direct path from the user's own next-category shares to the logits, starting as their Markov
             # chain (share -> logit of that category), so federated rounds refine it instead of finding it.
             # The (classes + 1, classes) identity is the diagonal plus a zero row for the log count.
-            prior = layers.Dense(spec.num_classes, kernel_initializer=tf.keras.initializers.Identity(gain=HABIT_GAIN),
-                                 name=f"{feature}_prior")(inputs[feature])
+            prior = layers.Dense(
+                spec.num_classes,
+                kernel_initializer=tf.keras.initializers.Identity(gain=HABIT_GAIN),
+                name=f"{feature}_prior",
+            )(inputs[feature])
             logits = layers.Add(name=f"{feature}_logits")([logits, prior])
     return tf.keras.Model(inputs=inputs, outputs=logits, name="next_category_gru")
 

@@ -3,6 +3,7 @@
 This is the simplest personalisation in federated learning (FedAvg, then a few local epochs on the
 device): the data never leaves the client, and the per-user Markov baseline gets the same history.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,16 @@ def client_history(data, client: int, features: tuple[str, ...]) -> tuple[dict[s
     return inputs, np.concatenate([y for _, y in parts])
 
 
-def personalized_probs(model: tf.keras.Model, data, *, features: tuple[str, ...], epochs: int,
-                       learning_rate: float, batch_size: int, seed: int) -> tuple[dict, dict]:
+def personalized_probs(
+    model: tf.keras.Model,
+    data,
+    *,
+    features: tuple[str, ...],
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[dict, dict]:
     """Per client: start from the shared weights, run `epochs` of plain SGD on its own history, predict its
     test sequences. Returns (probabilities, targets) by client id; the model ends with the shared weights.
 

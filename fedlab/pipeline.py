@@ -1,4 +1,5 @@
 """From a check-in table to per-client, model-ready sequences (no per-user Python loops)."""
+
 from __future__ import annotations
 
 import time
@@ -53,13 +54,15 @@ def select_clients(users: pd.Series, top_users: int | None) -> np.ndarray:
     """Ids of the top-K users by check-in count (ties by id, so the choice is stable)."""
     counts = users.value_counts()
     order = pd.DataFrame({"user": counts.index, "n": counts.to_numpy()}).sort_values(
-        ["n", "user"], ascending=[False, True], kind="mergesort")
+        ["n", "user"], ascending=[False, True], kind="mergesort"
+    )
     chosen = order["user"].to_numpy()
     return chosen if top_users is None else chosen[:top_users]
 
 
-def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, habits: bool = False,
-            seed: int = 0) -> SequenceData:
+def prepare(
+    frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, habits: bool = False, seed: int = 0
+) -> SequenceData:
     """Turn a canonical check-in frame (see fedlab.loader) into client sequences; with `habits`, the inputs
     also hold `user_habits` (see fedlab.features.user_habits), which costs (categories + 1) numbers per step.
     `seed` (the run's seed) deals the sequences to clients when `config.iid`; nothing else is random."""
@@ -92,33 +95,55 @@ def prepare(frame: pd.DataFrame, config: DataConfig, *, skipped_rows: int = 0, h
         # chunks, so every held-out check-in is scored once, whatever the stride.
         step = stride if name == "train" else config.n
         starts = sequences.window_starts(segment[mask_rows], length=config.n, stride=step)
-        windows = mask_rows[sequences.window_rows(starts, config.n)] if len(starts) else np.zeros((0, config.n), np.int64)
+        windows = (
+            mask_rows[sequences.window_rows(starts, config.n)] if len(starts) else np.zeros((0, config.n), np.int64)
+        )
         arrays[name] = _split_arrays(columns, cat_ids, windows, client_codes, n_clients)
     if config.iid:
         rng = np.random.default_rng(seed)
         arrays = {name: _iid_reshuffle(a, rng) for name, a in arrays.items()}
 
     if len(arrays["train"]) == 0 or len(arrays["test"]) == 0:
-        raise DataError(f"no client has enough check-ins for sequences of N={config.n}; "
-                        "choose a smaller N or more users")
+        raise DataError(
+            f"no client has enough check-ins for sequences of N={config.n}; choose a smaller N or more users"
+        )
     client_ids = tuple(str(u) for u in chosen)
     before_test = split != sequences.TEST
     history = _per_client(cat_ids[before_test], client_codes[before_test], n_clients, client_ids)
     checkins = dict(zip(client_ids, np.bincount(client_codes, minlength=n_clients).tolist()))
-    vocab = {"cat_id": len(class_names), "user_id": n_clients,
-             "venue_id": int(columns["venue_id"].max()) + 1, "orig_cat_id": int(columns["orig_cat_id"].max()) + 1}
+    vocab = {
+        "cat_id": len(class_names),
+        "user_id": n_clients,
+        "venue_id": int(columns["venue_id"].max()) + 1,
+        "orig_cat_id": int(columns["orig_cat_id"].max()) + 1,
+    }
     summary = {
-        "rows": int(len(frame)), "users": int(frame["user"].nunique()), "venues": int(frame["venue"].nunique()),
-        "categories": int(frame["category"].nunique()), "groups": len(class_names), "other_rows": int(other_rows),
+        "rows": int(len(frame)),
+        "users": int(frame["user"].nunique()),
+        "venues": int(frame["venue"].nunique()),
+        "categories": int(frame["category"].nunique()),
+        "groups": len(class_names),
+        "other_rows": int(other_rows),
         "skipped_rows": int(skipped_rows),
-        "first_time": frame["utc_time"].min().isoformat(), "last_time": frame["utc_time"].max().isoformat(),
-        "clients": n_clients, "train_sequences": len(arrays["train"]), "val_sequences": len(arrays["val"]),
+        "first_time": frame["utc_time"].min().isoformat(),
+        "last_time": frame["utc_time"].max().isoformat(),
+        "clients": n_clients,
+        "train_sequences": len(arrays["train"]),
+        "val_sequences": len(arrays["val"]),
         "test_sequences": len(arrays["test"]),
     }
     summary["preprocess_seconds"] = round(time.perf_counter() - started, 4)
-    return SequenceData(config=config, client_ids=client_ids, class_names=tuple(map(str, class_names)),
-                        vocab_sizes=vocab, numeric_stats=numeric_stats, history=history, checkins=checkins,
-                        summary=summary, **arrays)
+    return SequenceData(
+        config=config,
+        client_ids=client_ids,
+        class_names=tuple(map(str, class_names)),
+        vocab_sizes=vocab,
+        numeric_stats=numeric_stats,
+        history=history,
+        checkins=checkins,
+        summary=summary,
+        **arrays,
+    )
 
 
 def _feature_columns(rows: pd.DataFrame, cat_ids: np.ndarray, client_codes: np.ndarray) -> dict[str, np.ndarray]:
@@ -147,8 +172,11 @@ def _numeric_stats(columns: dict[str, np.ndarray], train_rows: np.ndarray) -> di
 
 def _split_arrays(columns, cat_ids, windows, client_codes, n_clients) -> SplitArrays:
     inputs_rows = windows[:, :-1]
-    inputs = {name: columns[name][inputs_rows].astype(np.int32 if name in CATEGORICAL_FEATURES else np.float32)
-              for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *HABIT_FEATURES) if name in columns}
+    inputs = {
+        name: columns[name][inputs_rows].astype(np.int32 if name in CATEGORICAL_FEATURES else np.float32)
+        for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES, *HABIT_FEATURES)
+        if name in columns
+    }
     owners = client_codes[windows[:, 0]] if len(windows) else np.zeros(0, np.int32)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(owners, minlength=n_clients))])
     return SplitArrays(inputs=inputs, targets=cat_ids[windows[:, 1:]].astype(np.int32), offsets=offsets)
@@ -157,13 +185,14 @@ def _split_arrays(columns, cat_ids, windows, client_codes, n_clients) -> SplitAr
 def _iid_reshuffle(split: SplitArrays, rng: np.random.Generator) -> SplitArrays:
     """Deal the same sequences to clients at random, keeping every client's size (removes heterogeneity)."""
     perm = rng.permutation(len(split))
-    return SplitArrays(inputs={k: v[perm] for k, v in split.inputs.items()}, targets=split.targets[perm],
-                       offsets=split.offsets)
+    return SplitArrays(
+        inputs={k: v[perm] for k, v in split.inputs.items()}, targets=split.targets[perm], offsets=split.offsets
+    )
 
 
 def _per_client(values: np.ndarray, codes: np.ndarray, n_clients: int, client_ids) -> dict[str, np.ndarray]:
     bounds = np.searchsorted(codes, np.arange(n_clients + 1))
-    return {cid: values[bounds[i]:bounds[i + 1]] for i, cid in enumerate(client_ids)}
+    return {cid: values[bounds[i] : bounds[i + 1]] for i, cid in enumerate(client_ids)}
 
 
 def load_frame(config: DataConfig) -> tuple[pd.DataFrame, int]:
@@ -185,7 +214,9 @@ def load_and_prepare(config: DataConfig, *, habits: bool = False, seed: int = 0)
     frame, skipped = load_frame(config)
     data = prepare(frame, config, skipped_rows=skipped, habits=habits, seed=seed)
     if len(data.val) == 0:
-        raise DataError(f"no client has enough check-ins for a validation sequence of N={config.n} (validation is "
-                        "16% of each client's check-ins, just before its test part); choose a smaller N or more users")
+        raise DataError(
+            f"no client has enough check-ins for a validation sequence of N={config.n} (validation is "
+            "16% of each client's check-ins, just before its test part); choose a smaller N or more users"
+        )
     data.summary["preprocess_seconds"] = round(time.perf_counter() - started, 4)
     return data

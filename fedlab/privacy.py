@@ -10,6 +10,7 @@ replacement; treating it as Poisson sampling with the same q is the usual approx
 DP tutorials do the same). Client dropout is ignored: a client that drops out adds nothing, so
 the budget shown is an upper bound for that case.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,11 +30,17 @@ class PrivacyBudget:
 def default_delta(total_clients: int) -> float:
     """1 / n**1.1: the common convention of a delta a little below one over the number of clients."""
     _check_whole(total_clients, "total clients", minimum=1)
-    return 1.0 / total_clients ** DELTA_EXPONENT
+    return 1.0 / total_clients**DELTA_EXPONENT
 
 
-def dp_epsilon(*, noise_multiplier: float, clients_per_round: int | None, total_clients: int, rounds: int,
-               delta: float | None = None) -> PrivacyBudget:
+def dp_epsilon(
+    *,
+    noise_multiplier: float,
+    clients_per_round: int | None,
+    total_clients: int,
+    rounds: int,
+    delta: float | None = None,
+) -> PrivacyBudget:
     """The (epsilon, delta) after `rounds` DP-FedAvg rounds, by the RDP accountant of `dp_accounting`.
 
     `clients_per_round` None (or more than `total_clients`) means every client, as the engine reads it.
@@ -69,9 +76,11 @@ def _rdp_epsilon(noise_multiplier: float, rate: float, rounds: int, delta: float
     import dp_accounting
 
     event = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(sampling_probability=rate,
-                                            event=dp_accounting.GaussianDpEvent(noise_multiplier)),
-        rounds)
+        dp_accounting.PoissonSampledDpEvent(
+            sampling_probability=rate, event=dp_accounting.GaussianDpEvent(noise_multiplier)
+        ),
+        rounds,
+    )
     accountant = dp_accounting.rdp.RdpAccountant()
     accountant.compose(event)
     return float(accountant.get_epsilon(target_delta=delta))

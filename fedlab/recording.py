@@ -4,6 +4,7 @@ The caller creates the run and marks it running. `record_run` prepares the exper
 as it finishes, marks the run testing while the kept model is tested, then records the test report and
 baselines (finished, or stopped when asked to stop), or failed / interrupted with a one-line reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,12 +39,18 @@ class Trainable(Protocol):
     def summary(self) -> dict: ...  # small JSON-able description of the data used
 
 
-def record_run(store: RunStore, run_id: str, experiment: Trainable, *, stop: threading.Event | None = None,
-               board: BestEffortLog | None = None,
-               save_model: Callable[[Trainable, dict], str | None] | None = None,
-               on_ready: Callable[[dict], None] | None = None,
-               on_round: Callable[[RoundRecord], None] | None = None,
-               on_testing: Callable[[], None] | None = None) -> str:
+def record_run(
+    store: RunStore,
+    run_id: str,
+    experiment: Trainable,
+    *,
+    stop: threading.Event | None = None,
+    board: BestEffortLog | None = None,
+    save_model: Callable[[Trainable, dict], str | None] | None = None,
+    on_ready: Callable[[dict], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_testing: Callable[[], None] | None = None,
+) -> str:
     """Trains and tests `experiment` into run `run_id`; returns the status it ended with.
 
     `stop` ends training after the round during which it was set (the kept state is still tested).
@@ -65,16 +72,30 @@ def record_run(store: RunStore, run_id: str, experiment: Trainable, *, stop: thr
         if board is not None and board.error is not None:
             extra["tensorboard_error"] = one_line(board.error)
         if done == 0:  # stopped before any round: there is no trained state to test or save
-            store.finish(run_id, status=status, test=None, baselines=None, timing=dict(experiment.timing),
-                         model_path=None, extra=extra)
+            store.finish(
+                run_id,
+                status=status,
+                test=None,
+                baselines=None,
+                timing=dict(experiment.timing),
+                model_path=None,
+                extra=extra,
+            )
             return status
         store.set_status(run_id, "testing")
         if on_testing is not None:
             on_testing()
         test, baselines = experiment.test(), experiment.baselines()
         model_path = save_model(experiment, extra) if save_model is not None else None
-        store.finish(run_id, status=status, test=test, baselines=baselines, timing=dict(experiment.timing),
-                     model_path=model_path, extra=extra)
+        store.finish(
+            run_id,
+            status=status,
+            test=test,
+            baselines=baselines,
+            timing=dict(experiment.timing),
+            model_path=model_path,
+            extra=extra,
+        )
         return status
     except KeyboardInterrupt:
         record_end(store, run_id, "interrupted", INTERRUPTED_MESSAGE, timing=experiment.timing)
@@ -84,9 +105,15 @@ def record_run(store: RunStore, run_id: str, experiment: Trainable, *, stop: thr
         raise
 
 
-def record_rounds(store: RunStore, run_id: str, experiment: Trainable, *, stop: threading.Event | None = None,
-                  board: BestEffortLog | None = None,
-                  on_round: Callable[[RoundRecord], None] | None = None) -> int:
+def record_rounds(
+    store: RunStore,
+    run_id: str,
+    experiment: Trainable,
+    *,
+    stop: threading.Event | None = None,
+    board: BestEffortLog | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> int:
     """Writes each round to the store as it arrives; stops after the round during which `stop` was set."""
     if stop is not None and stop.is_set():
         return 0
@@ -113,8 +140,9 @@ def record_rounds(store: RunStore, run_id: str, experiment: Trainable, *, stop: 
 def record_end(store: RunStore, run_id: str, status: str, message: str, *, timing: dict | None = None) -> None:
     """Records a run that ended without results; never raises (the run may have been deleted meanwhile)."""
     try:
-        store.finish(run_id, status=status, test=None, baselines=None, timing=dict(timing or {}), model_path=None,
-                     error=message)
+        store.finish(
+            run_id, status=status, test=None, baselines=None, timing=dict(timing or {}), model_path=None, error=message
+        )
     except Exception:
         log.exception("run %s: could not record that it %s (%s)", run_id, status, message)
 

@@ -1,4 +1,5 @@
 """Plain records that training yields and the run store keeps."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,13 @@ class RoundRecord:
     clients: int  # clients whose updates were averaged this round (0 when centralized)
     seconds: float  # wall time of the round, validation included
     is_best: bool = False  # lowest validation loss so far
+    bytes_down: int = 0  # the model sent to the round's sampled clients (0 when centralized)
+    bytes_up: int = 0  # the reporting clients' updates, after compression (0 when centralized)
+    bytes_saved: int = 0  # what compression spared of the uncompressed updates this round
+
+    @property
+    def megabytes(self) -> float:
+        return (self.bytes_down + self.bytes_up) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -44,6 +52,14 @@ class TestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def communication_totals(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Megabytes sent down, up, and spared by compression over these stored rounds (dicts with the bytes keys)."""
+    return {
+        key: sum(r.get(column) or 0 for r in rounds) / 1e6
+        for key, column in (("mb_down", "bytes_down"), ("mb_up", "bytes_up"), ("mb_saved", "bytes_saved"))
+    }
 
 
 PERSONALIZED_ROW = "acc@1 after local fine-tuning"

@@ -18,6 +18,7 @@ Two things differ from TFF's stock remote stack, both on purpose:
 - the blocking Compute call runs off the event loop, so the workers' shares of a round overlap
   (with TFF's RemoteExecutor the subrounds would run one after another).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,8 +75,12 @@ def worker_binary_path() -> Path:
 
 # Most of a worker's time goes to TensorFlow instantiating each client's training function, which is
 # allocation-heavy; jemalloc cuts the worker's CPU time per round by about a third (`fedlab bench`).
-JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-                  "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+JEMALLOC_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    "/usr/lib64/libjemalloc.so.2",
+    "/usr/local/lib/libjemalloc.so.2",
+)
 
 
 def worker_allocator(environ: dict | None = None) -> str | None:
@@ -100,10 +105,12 @@ def worker_shim(environ: Mapping | None = None) -> Path | None:
 
 def _no_shim_refusal(environ: Mapping) -> str:
     where = environ.get("FEDLAB_WORKER_SHIM") or WORKER_SHIM
-    return (f"refusing to start a local TFF worker: its loopback shim {where} is missing, and without it the "
-            f"worker would listen on every network interface and run computations sent by anyone who reaches "
-            f"it; run 'make shim' (needs a C compiler: apt-get install gcc), or set {ALLOW_OPEN_WORKER}=1 to "
-            f"accept that risk (docs/security.md)")
+    return (
+        f"refusing to start a local TFF worker: its loopback shim {where} is missing, and without it the "
+        f"worker would listen on every network interface and run computations sent by anyone who reaches "
+        f"it; run 'make shim' (needs a C compiler: apt-get install gcc), or set {ALLOW_OPEN_WORKER}=1 to "
+        f"accept that risk (docs/security.md)"
+    )
 
 
 def check_local_worker_allowed(environ: Mapping | None = None) -> None:
@@ -157,8 +164,16 @@ def _launcher(pid: int) -> _Launcher:
     return _Launcher()
 
 
-def start_worker(*, port: int, loopback_only: bool, max_concurrent_calls: int = -1, tie_to_parent: bool = True,
-                 log_file=None, env: Mapping | None = None, own_process_group: bool = False) -> subprocess.Popen:
+def start_worker(
+    *,
+    port: int,
+    loopback_only: bool,
+    max_concurrent_calls: int = -1,
+    tie_to_parent: bool = True,
+    log_file=None,
+    env: Mapping | None = None,
+    own_process_group: bool = False,
+) -> subprocess.Popen:
     """Start one TFF worker_binary.
 
     loopback_only: it accepts connections from this machine only, at 127.0.0.1:port (the shim rewrites its
@@ -184,15 +199,22 @@ def start_worker(*, port: int, loopback_only: bool, max_concurrent_calls: int = 
         launcher = ["setpriv", "--pdeathsig", "KILL"]
     args = [str(worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_concurrent_calls}"]
     sink = log_file if log_file is not None else subprocess.DEVNULL
-    return _launcher(os.getpid()).popen(launcher + args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
-                                        close_fds=True, env=worker_env,
-                                        process_group=0 if own_process_group else None)
+    return _launcher(os.getpid()).popen(
+        launcher + args,
+        stdin=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=sink,
+        close_fds=True,
+        env=worker_env,
+        process_group=0 if own_process_group else None,
+    )
 
 
 def listening_addresses(pid: int) -> set[str]:
     """The IP addresses process `pid` listens on (TCP)."""
-    return {conn.laddr.ip for conn in psutil.Process(pid).net_connections(kind="tcp")
-            if conn.status == psutil.CONN_LISTEN}
+    return {
+        conn.laddr.ip for conn in psutil.Process(pid).net_connections(kind="tcp") if conn.status == psutil.CONN_LISTEN
+    }
 
 
 def is_loopback(address: str) -> bool:
@@ -210,8 +232,10 @@ def check_loopback_only(process: subprocess.Popen, environ: Mapping | None = Non
     exposed = sorted(address for address in listening_addresses(process.pid) if not is_loopback(address))
     if exposed:
         stop_process(process)
-        raise FedlabError(f"the local TFF worker listens on {', '.join(exposed)}, not only on loopback: its shim "
-                          f"{worker_shim(environ)} did not take effect; rebuild it with 'make shim'")
+        raise FedlabError(
+            f"the local TFF worker listens on {', '.join(exposed)}, not only on loopback: its shim "
+            f"{worker_shim(environ)} did not take effect; rebuild it with 'make shim'"
+        )
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -226,12 +250,19 @@ def stop_process(process: subprocess.Popen, timeout: float = 5.0) -> None:
 
 
 def _start_hint(target: str) -> str:
-    return (f"start one there with 'python -m fedlab worker --port {target.rsplit(':', 1)[-1]} --allow-remote' "
-            f"or check the address")
+    return (
+        f"start one there with 'python -m fedlab worker --port {target.rsplit(':', 1)[-1]} --allow-remote' "
+        f"or check the address"
+    )
 
 
-def wait_ready(states: Mapping[str, object], *, timeout: float,
-               processes: Mapping[str, subprocess.Popen] | None = None, stop: threading.Event | None = None) -> None:
+def wait_ready(
+    states: Mapping[str, object],
+    *,
+    timeout: float,
+    processes: Mapping[str, subprocess.Popen] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Waits until every target's connection (anything with `is_ready`) is ready, all at once (N unreachable
     workers cost one timeout, not N). `processes`: the workers we started, by target (one that exits is an
     error at once). `stop`: return early once it is set. A WorkerError names what did not answer."""
@@ -249,8 +280,11 @@ def wait_ready(states: Mapping[str, object], *, timeout: float,
             started = [target for target in missing if target in processes]
             if started:
                 raise WorkerError(f"the TFF worker started at {started[0]} did not answer within {timeout:g} s")
-            hint = (_start_hint(missing[0]) if len(missing) == 1
-                    else "start 'python -m fedlab worker' on each or check the addresses")
+            hint = (
+                _start_hint(missing[0])
+                if len(missing) == 1
+                else "start 'python -m fedlab worker' on each or check the addresses"
+            )
             raise WorkerError(f"no TFF worker answers at {', '.join(missing)} within {timeout:g} s; {hint}")
         if stop is not None:
             stop.wait(0.05)
@@ -381,9 +415,12 @@ def _remote_context_kwargs(stub, *, default_num_clients: int = 0) -> dict:
         return executor
 
     factory = tff.python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
-    return dict(executor_fn=factory, compiler_fn=tff.compiler.desugar_and_transform_to_native,
-                transform_args=tff.tensorflow_computation.transform_args,
-                transform_result=tff.tensorflow_computation.transform_result)
+    return dict(
+        executor_fn=factory,
+        compiler_fn=tff.compiler.desugar_and_transform_to_native,
+        transform_args=tff.tensorflow_computation.transform_args,
+        transform_result=tff.tensorflow_computation.transform_result,
+    )
 
 
 class Runtime:
@@ -393,8 +430,14 @@ class Runtime:
     inside it a gRPC failure is a WorkerError naming the worker.
     """
 
-    def __init__(self, *, workers: Sequence[str] = (), max_concurrent_calls: int = -1, start_timeout: float = 30.0,
-                 connect_timeout: float = CONNECT_TIMEOUT):
+    def __init__(
+        self,
+        *,
+        workers: Sequence[str] = (),
+        max_concurrent_calls: int = -1,
+        start_timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ):
         self.workers = tuple(workers)
         self._processes: list[subprocess.Popen] = []
         self._channels = []
@@ -434,10 +477,12 @@ class Runtime:
             stubs.setdefault(target, []).append(stub_class(channel, where=f"the TFF worker at {target}"))
         wait_ready({target: found[0] for target, found in stubs.items()}, timeout=connect_timeout)
         if len(self.workers) == 1:  # nothing to split: the local runtime's context, on that worker
-            return tff.sync_execution_context.SyncExecutionContext(
-                **_remote_context_kwargs(stubs[self.workers[0]][0]))
-        contexts = [tff.async_execution_context.AsyncExecutionContext(**_remote_context_kwargs(stub))
-                    for found in stubs.values() for stub in found]
+            return tff.sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stubs[self.workers[0]][0]))
+        contexts = [
+            tff.async_execution_context.AsyncExecutionContext(**_remote_context_kwargs(stub))
+            for found in stubs.values()
+            for stub in found
+        ]
         return tff.execution_contexts.create_mergeable_comp_execution_context(contexts)
 
     @contextlib.contextmanager

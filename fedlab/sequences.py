@@ -2,6 +2,7 @@
 
 Rows must already be sorted by (client, time); clients are given as a code array.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def segment_starts(codes: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], change]).astype(np.int64)
 
 
-def chronological_split(client_codes: np.ndarray, *, test_fraction: float = 0.2,
-                        val_fraction: float = 0.2) -> np.ndarray:
+def chronological_split(
+    client_codes: np.ndarray, *, test_fraction: float = 0.2, val_fraction: float = 0.2
+) -> np.ndarray:
     """Split code per row (TRAIN/VAL/TEST): per client, the last 20% is test and the last 20% of the
     rest is validation (64/16/20 as the study), with no shuffling, so no test check-in precedes training."""
     starts = segment_starts(client_codes)

@@ -1,6 +1,7 @@
 """Settings as a person reads them, made from the config's field metadata: one value, the rows of a
 settings table (the HTML report) and a run's one-line summary (dashboard and run list).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Early stopping on the validation loss: which round to keep, and whether to stop training."""
+
 from __future__ import annotations
 
 import math

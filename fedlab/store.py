@@ -4,6 +4,7 @@ Every operation opens its own short-lived connection, so the store is safe to sh
 Streamlit script threads, the training thread and other processes on the same machine. WAL mode
 lets readers see each committed round at once while a writer is busy.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # The store of the project folder, whatever the working directory: the dashboard, `fedlab run`, `fedlab demo`,
 # `fedlab runs` and `fedlab report` all use it unless FEDLAB_DB names another (see default_path).
 PROJECT_DB_PATH = Path(__file__).resolve().parent.parent / "runs" / "fedlab.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")
 STOPPABLE_STATUSES = ("queued", "running")
@@ -40,9 +41,19 @@ ACTIVE_STATUSES = (*STOPPABLE_STATUSES, "testing")  # "testing": rounds done, th
 TERMINAL_STATUSES = ("finished", "stopped", "failed", "interrupted")
 
 ROUND_COLUMNS = tuple(f.name for f in dataclasses.fields(RoundRecord))
-_ROUND_DTYPES = {"round": "int64", "train_loss": "float64", "train_accuracy": "float64",
-                 "val_loss": "float64", "val_accuracy": "float64", "clients": "int64",
-                 "seconds": "float64", "is_best": "bool"}
+_ROUND_DTYPES = {
+    "round": "int64",
+    "train_loss": "float64",
+    "train_accuracy": "float64",
+    "val_loss": "float64",
+    "val_accuracy": "float64",
+    "clients": "int64",
+    "seconds": "float64",
+    "is_best": "bool",
+    "bytes_down": "int64",
+    "bytes_up": "int64",
+    "bytes_saved": "int64",
+}
 
 # Tells this process apart from an earlier one that had the same pid (containers restart at low pids).
 _PROCESS_TOKEN = uuid.uuid4().hex
@@ -113,8 +124,7 @@ class RunStore:
             conn.execute(
                 "INSERT INTO runs (id, name, status, session_id, config, created_at, timing, extra, owner)"
                 " VALUES (?, ?, 'queued', ?, ?, ?, '{}', '{}', ?)",
-                (run_id, name.strip() or default_name(config), session_id, _dumps(config.to_dict()),
-                 _now(), _owner()),
+                (run_id, name.strip() or default_name(config), session_id, _dumps(config.to_dict()), _now(), _owner()),
             )
         return run_id
 
@@ -124,13 +134,17 @@ class RunStore:
             self._require(conn, run_id)
             if status == "running":
                 # (Re)starting: this process owns it now, and an earlier finish no longer applies.
-                conn.execute("UPDATE runs SET status = ?, started_at = ?, finished_at = NULL, owner = ?,"
-                             " error = ? WHERE id = ?", (status, _now(), _owner(), error, run_id))
+                conn.execute(
+                    "UPDATE runs SET status = ?, started_at = ?, finished_at = NULL, owner = ?, error = ? WHERE id = ?",
+                    (status, _now(), _owner(), error, run_id),
+                )
             elif status in ("queued", "testing"):
                 conn.execute("UPDATE runs SET status = ?, error = ? WHERE id = ?", (status, error, run_id))
             else:
-                conn.execute("UPDATE runs SET status = ?, finished_at = ?, error = COALESCE(?, error)"
-                             " WHERE id = ?", (status, _now(), error, run_id))
+                conn.execute(
+                    "UPDATE runs SET status = ?, finished_at = ?, error = COALESCE(?, error) WHERE id = ?",
+                    (status, _now(), error, run_id),
+                )
 
     def add_round(self, run_id: str, record: RoundRecord) -> None:
         values = record.to_dict()
@@ -138,21 +152,40 @@ class RunStore:
         with self._write() as conn:
             self._require(conn, run_id)
             # REPLACE keeps a retried round idempotent instead of failing the run.
-            conn.execute(f"INSERT OR REPLACE INTO rounds (run_id, {', '.join(ROUND_COLUMNS)})"
-                         f" VALUES (?, {placeholders})", (run_id, *(values[c] for c in ROUND_COLUMNS)))
+            conn.execute(
+                f"INSERT OR REPLACE INTO rounds (run_id, {', '.join(ROUND_COLUMNS)}) VALUES (?, {placeholders})",
+                (run_id, *(values[c] for c in ROUND_COLUMNS)),
+            )
 
-    def finish(self, run_id: str, *, status: str, test: TestReport | None, baselines: dict[str, float] | None,
-               timing: dict[str, float], model_path: str | None, extra: dict | None = None,
-               error: str | None = None) -> None:
+    def finish(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        test: TestReport | None,
+        baselines: dict[str, float] | None,
+        timing: dict[str, float],
+        model_path: str | None,
+        extra: dict | None = None,
+        error: str | None = None,
+    ) -> None:
         _check_status(status, TERMINAL_STATUSES)
         with self._write() as conn:
             self._require(conn, run_id)
             conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, test = ?, baselines = ?, timing = ?,"
                 " model_path = ?, extra = ?, error = ? WHERE id = ?",
-                (status, _now(), _dumps(test.to_dict()) if test is not None else None,
-                 _dumps(baselines) if baselines is not None else None, _dumps(dict(timing or {})),
-                 str(model_path) if model_path else None, _dumps(dict(extra or {})), error, run_id),
+                (
+                    status,
+                    _now(),
+                    _dumps(test.to_dict()) if test is not None else None,
+                    _dumps(baselines) if baselines is not None else None,
+                    _dumps(dict(timing or {})),
+                    str(model_path) if model_path else None,
+                    _dumps(dict(extra or {})),
+                    error,
+                    run_id,
+                ),
             )
 
     def get_run(self, run_id: str) -> Run | None:
@@ -176,11 +209,17 @@ class RunStore:
             rows = conn.execute(sql + " ORDER BY created_at DESC, rowid DESC", params).fetchall()
         return [run for run in map(_readable_run, rows) if run is not None]
 
+    def matching_run(self, config: ExperimentConfig, *, statuses: tuple[str, ...] = ("finished",)) -> Run | None:
+        """The newest run in one of `statuses` whose settings equal `config`'s, the name aside (to reuse it)."""
+        wanted = config.replace(name="")
+        return next((run for run in self.list_runs(statuses=statuses) if run.config.replace(name="") == wanted), None)
+
     def rounds(self, run_id: str) -> pd.DataFrame:
         with self._read() as conn:
             self._require(conn, run_id)
-            rows = conn.execute(f"SELECT {', '.join(ROUND_COLUMNS)} FROM rounds WHERE run_id = ?"
-                                " ORDER BY round", (run_id,)).fetchall()
+            rows = conn.execute(
+                f"SELECT {', '.join(ROUND_COLUMNS)} FROM rounds WHERE run_id = ? ORDER BY round", (run_id,)
+            ).fetchall()
         return _rounds_frame([tuple(row) for row in rows])
 
     def round_summaries(self) -> dict[str, RoundSummary]:
@@ -235,9 +274,10 @@ class RunStore:
         with self._write() as conn:
             dead = _orphans(conn)  # again under the write lock: another process may have flipped them
             now = _now()
-            conn.executemany("UPDATE runs SET status = 'interrupted', finished_at = ?,"
-                             " error = COALESCE(error, ?) WHERE id = ?",
-                             [(now, _INTERRUPTED_MESSAGE, run_id) for run_id in dead])
+            conn.executemany(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = COALESCE(error, ?) WHERE id = ?",
+                [(now, _INTERRUPTED_MESSAGE, run_id) for run_id in dead],
+            )
         return len(dead)
 
     # ----- export -----
@@ -334,8 +374,10 @@ class RunStore:
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StoreError(f"the run store {self.path} was written by a newer fedlab (schema {version},"
-                             f" this version reads up to {SCHEMA_VERSION}); upgrade fedlab or choose another FEDLAB_DB")
+            raise StoreError(
+                f"the run store {self.path} was written by a newer fedlab (schema {version},"
+                f" this version reads up to {SCHEMA_VERSION}); upgrade fedlab or choose another FEDLAB_DB"
+            )
         for target, migration in enumerate(_MIGRATIONS, start=1):
             if version < target:
                 migration(conn)
@@ -387,6 +429,7 @@ def feature_label(features: tuple[str, ...]) -> str:
 
 # ----- schema -----
 
+
 def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("""
         CREATE TABLE runs (
@@ -424,11 +467,19 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
 
 
+def _add_round_bytes_v2(conn: sqlite3.Connection) -> None:
+    # Rounds stored before bytes were measured read as 0 bytes (as centralized rounds do).
+    conn.execute("ALTER TABLE rounds ADD COLUMN bytes_down INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE rounds ADD COLUMN bytes_up INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE rounds ADD COLUMN bytes_saved INTEGER NOT NULL DEFAULT 0")
+
+
 # Index i migrates a store from schema version i to i + 1.
-_MIGRATIONS = (_create_v1,)
+_MIGRATIONS = (_create_v1, _add_round_bytes_v2)
 
 
 # ----- row conversion -----
+
 
 def _run_from_row(row: sqlite3.Row) -> Run:
     return Run(
@@ -476,6 +527,7 @@ def _round_dict(row: dict[str, Any]) -> dict[str, Any]:
 
 # ----- small helpers -----
 
+
 def _check_status(status: str, allowed: tuple[str, ...]) -> None:
     if status not in allowed:
         raise ValueError(f"status must be one of {', '.join(allowed)}, not {status!r}")
@@ -489,7 +541,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _now() -> str:
     # Fixed width (always microseconds) so text order is time order in ORDER BY.
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -510,14 +562,21 @@ def _loads(text: str | None) -> Any:
 
 def _owner() -> str:
     # The start time tells this process apart from a later one that reuses its pid.
-    return _dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": _PROCESS_TOKEN,
-                   "started": psutil.Process().create_time()})
+    return _dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": _PROCESS_TOKEN,
+            "started": psutil.Process().create_time(),
+        }
+    )
 
 
 def _orphans(conn: sqlite3.Connection) -> list[str]:
     """Ids of the active runs whose owner process is gone."""
-    rows = conn.execute(f"SELECT id, owner FROM runs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})",
-                        ACTIVE_STATUSES).fetchall()
+    rows = conn.execute(
+        f"SELECT id, owner FROM runs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})", ACTIVE_STATUSES
+    ).fetchall()
     return [row["id"] for row in rows if not _owner_alive(row["owner"])]
 
 

@@ -24,6 +24,7 @@ with the habits a next-category model can learn:
 
 ``write_raw`` writes a frame in the raw TSMC2014 format, so that ``load_checkins`` reads it back.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,25 +42,61 @@ MIN_CHECKINS, MAX_CHECKINS = 30, 600  # per user over a 365-day city; scaled wit
 
 # The category names, exactly as in column 4 of the real NYC file.
 CATEGORIES = (
-    "Home (private)", "Office", "College Academic Building", "Subway", "Train Station", "Bus Station",
-    "Airport", "Coffee Shop", "Café", "Deli / Bodega", "Bakery", "Sandwich Place", "Food & Drink Shop",
-    "Bar", "Gym / Fitness Center", "Park", "American Restaurant", "Mexican Restaurant", "Pizza Place",
-    "Italian Restaurant", "Chinese Restaurant", "Drugstore / Pharmacy", "Bank", "Church", "Medical Center",
-    "Clothing Store", "Department Store", "Movie Theater", "Music Venue", "Hotel", "Museum", "Stadium",
+    "Home (private)",
+    "Office",
+    "College Academic Building",
+    "Subway",
+    "Train Station",
+    "Bus Station",
+    "Airport",
+    "Coffee Shop",
+    "Café",
+    "Deli / Bodega",
+    "Bakery",
+    "Sandwich Place",
+    "Food & Drink Shop",
+    "Bar",
+    "Gym / Fitness Center",
+    "Park",
+    "American Restaurant",
+    "Mexican Restaurant",
+    "Pizza Place",
+    "Italian Restaurant",
+    "Chinese Restaurant",
+    "Drugstore / Pharmacy",
+    "Bank",
+    "Church",
+    "Medical Center",
+    "Clothing Store",
+    "Department Store",
+    "Movie Theater",
+    "Music Venue",
+    "Hotel",
+    "Museum",
+    "Stadium",
 )
 _CAT = {name: index for index, name in enumerate(CATEGORIES)}
 
 # name, latitude, longitude, weight as a home, weight as a workplace
 _HOODS = (
-    ("Midtown", 40.7549, -73.9840, 1.0, 10.0), ("Financial District", 40.7075, -74.0113, 0.5, 6.0),
-    ("Chelsea", 40.7420, -73.9950, 2.0, 4.0), ("Greenwich Village", 40.7336, -74.0027, 2.0, 2.0),
-    ("Lower East Side", 40.7150, -73.9843, 3.0, 1.0), ("Upper West Side", 40.7870, -73.9754, 4.0, 1.0),
-    ("Upper East Side", 40.7736, -73.9566, 4.0, 1.5), ("Harlem", 40.8116, -73.9465, 3.0, 0.5),
-    ("Williamsburg", 40.7081, -73.9571, 4.0, 1.0), ("Park Slope", 40.6710, -73.9814, 3.0, 0.5),
-    ("Downtown Brooklyn", 40.6928, -73.9903, 2.0, 2.0), ("Bushwick", 40.6944, -73.9213, 3.0, 0.3),
-    ("Astoria", 40.7644, -73.9235, 3.0, 0.5), ("Long Island City", 40.7447, -73.9485, 1.5, 1.5),
-    ("Flushing", 40.7675, -73.8331, 2.5, 0.7), ("Jamaica", 40.7027, -73.7890, 2.5, 0.7),
-    ("Fordham", 40.8615, -73.8904, 2.5, 0.5), ("Flatbush", 40.6409, -73.9624, 2.5, 0.3),
+    ("Midtown", 40.7549, -73.9840, 1.0, 10.0),
+    ("Financial District", 40.7075, -74.0113, 0.5, 6.0),
+    ("Chelsea", 40.7420, -73.9950, 2.0, 4.0),
+    ("Greenwich Village", 40.7336, -74.0027, 2.0, 2.0),
+    ("Lower East Side", 40.7150, -73.9843, 3.0, 1.0),
+    ("Upper West Side", 40.7870, -73.9754, 4.0, 1.0),
+    ("Upper East Side", 40.7736, -73.9566, 4.0, 1.5),
+    ("Harlem", 40.8116, -73.9465, 3.0, 0.5),
+    ("Williamsburg", 40.7081, -73.9571, 4.0, 1.0),
+    ("Park Slope", 40.6710, -73.9814, 3.0, 0.5),
+    ("Downtown Brooklyn", 40.6928, -73.9903, 2.0, 2.0),
+    ("Bushwick", 40.6944, -73.9213, 3.0, 0.3),
+    ("Astoria", 40.7644, -73.9235, 3.0, 0.5),
+    ("Long Island City", 40.7447, -73.9485, 1.5, 1.5),
+    ("Flushing", 40.7675, -73.8331, 2.5, 0.7),
+    ("Jamaica", 40.7027, -73.7890, 2.5, 0.7),
+    ("Fordham", 40.8615, -73.8904, 2.5, 0.5),
+    ("Flatbush", 40.6409, -73.9624, 2.5, 0.3),
 )
 _HOOD_LAT = np.array([h[1] for h in _HOODS])
 _HOOD_LON = np.array([h[2] for h in _HOODS])
@@ -69,28 +106,67 @@ _BOX = ((40.55, 40.90), (-74.05, -73.70))  # where every coordinate lies
 
 # Venues in every neighbourhood: category -> count (Office also grows with the work weight).
 _LOCAL_VENUES = {
-    "Coffee Shop": 4, "Café": 2, "Deli / Bodega": 4, "Bakery": 1, "Sandwich Place": 2, "Food & Drink Shop": 2,
-    "Bar": 5, "Gym / Fitness Center": 2, "Park": 2, "American Restaurant": 2, "Mexican Restaurant": 2,
-    "Pizza Place": 2, "Italian Restaurant": 2, "Chinese Restaurant": 2, "Drugstore / Pharmacy": 2, "Bank": 2,
-    "Church": 2, "Medical Center": 1, "Clothing Store": 1, "Department Store": 1, "Movie Theater": 1,
-    "Music Venue": 1, "Hotel": 1, "Office": 2, "Subway": 3, "Bus Station": 2,
+    "Coffee Shop": 4,
+    "Café": 2,
+    "Deli / Bodega": 4,
+    "Bakery": 1,
+    "Sandwich Place": 2,
+    "Food & Drink Shop": 2,
+    "Bar": 5,
+    "Gym / Fitness Center": 2,
+    "Park": 2,
+    "American Restaurant": 2,
+    "Mexican Restaurant": 2,
+    "Pizza Place": 2,
+    "Italian Restaurant": 2,
+    "Chinese Restaurant": 2,
+    "Drugstore / Pharmacy": 2,
+    "Bank": 2,
+    "Church": 2,
+    "Medical Center": 1,
+    "Clothing Store": 1,
+    "Department Store": 1,
+    "Movie Theater": 1,
+    "Music Venue": 1,
+    "Hotel": 1,
+    "Office": 2,
+    "Subway": 3,
+    "Bus Station": 2,
 }
 # Public landmarks: category, latitude, longitude.
 _LANDMARKS = (
-    ("Train Station", 40.7506, -73.9935), ("Train Station", 40.7527, -73.9772),  # Penn, Grand Central
-    ("Train Station", 40.6996, -73.8086), ("Train Station", 40.6843, -73.9776),  # Jamaica, Atlantic Terminal
-    ("Train Station", 40.7575, -73.8303), ("Train Station", 40.8612, -73.8906),  # Flushing, Fordham
+    ("Train Station", 40.7506, -73.9935),
+    ("Train Station", 40.7527, -73.9772),  # Penn, Grand Central
+    ("Train Station", 40.6996, -73.8086),
+    ("Train Station", 40.6843, -73.9776),  # Jamaica, Atlantic Terminal
+    ("Train Station", 40.7575, -73.8303),
+    ("Train Station", 40.8612, -73.8906),  # Flushing, Fordham
     ("Bus Station", 40.7570, -73.9903),  # Port Authority
-    ("Airport", 40.6413, -73.7781), ("Airport", 40.7769, -73.8740),  # JFK, LaGuardia
-    ("Stadium", 40.8296, -73.9262), ("Stadium", 40.7571, -73.8458),  # Yankee Stadium, Citi Field
-    ("Stadium", 40.7505, -73.9934), ("Stadium", 40.6826, -73.9754),  # Madison Square Garden, Barclays
-    ("Museum", 40.7794, -73.9632), ("Museum", 40.7614, -73.9776), ("Museum", 40.7813, -73.9740),
-    ("Museum", 40.6712, -73.9636), ("Museum", 40.7830, -73.9590), ("Museum", 40.7563, -73.9239),
-    ("Hotel", 40.7580, -73.9855), ("Hotel", 40.7614, -73.9800), ("Hotel", 40.6650, -73.8010),
+    ("Airport", 40.6413, -73.7781),
+    ("Airport", 40.7769, -73.8740),  # JFK, LaGuardia
+    ("Stadium", 40.8296, -73.9262),
+    ("Stadium", 40.7571, -73.8458),  # Yankee Stadium, Citi Field
+    ("Stadium", 40.7505, -73.9934),
+    ("Stadium", 40.6826, -73.9754),  # Madison Square Garden, Barclays
+    ("Museum", 40.7794, -73.9632),
+    ("Museum", 40.7614, -73.9776),
+    ("Museum", 40.7813, -73.9740),
+    ("Museum", 40.6712, -73.9636),
+    ("Museum", 40.7830, -73.9590),
+    ("Museum", 40.7563, -73.9239),
+    ("Hotel", 40.7580, -73.9855),
+    ("Hotel", 40.7614, -73.9800),
+    ("Hotel", 40.6650, -73.8010),
 )
 # Colleges (three buildings each): NYU, Columbia, Baruch, Brooklyn College, Queens College, Fordham.
-_COLLEGES = ((40.7295, -73.9965), (40.8075, -73.9626), (40.7402, -73.9834),
-             (40.6311, -73.9524), (40.7366, -73.8170), (40.8612, -73.8855))
+_COLLEGES = (
+    (40.7295, -73.9965),
+    (40.8075, -73.9626),
+    (40.7402, -73.9834),
+    (40.6311, -73.9524),
+    (40.7366, -73.8170),
+    (40.8612, -73.8855),
+)
 
 WORKER, STUDENT, IRREGULAR = 0, 1, 2
 _KIND_SHARES = (0.62, 0.20, 0.18)
@@ -99,10 +175,24 @@ _KIND_SHARES = (0.62, 0.20, 0.18)
 # how many each user has.
 _FAVOURITES = {
     "coffee": (("Coffee Shop", "Café", "Bakery", "Deli / Bodega"), "work", 3),
-    "lunch": (("Deli / Bodega", "Sandwich Place", "Pizza Place", "Chinese Restaurant", "Mexican Restaurant",
-               "American Restaurant", "Food & Drink Shop"), "work", 4),
-    "dinner": (("Italian Restaurant", "Mexican Restaurant", "Chinese Restaurant", "American Restaurant",
-                "Pizza Place"), "home", 4),
+    "lunch": (
+        (
+            "Deli / Bodega",
+            "Sandwich Place",
+            "Pizza Place",
+            "Chinese Restaurant",
+            "Mexican Restaurant",
+            "American Restaurant",
+            "Food & Drink Shop",
+        ),
+        "work",
+        4,
+    ),
+    "dinner": (
+        ("Italian Restaurant", "Mexican Restaurant", "Chinese Restaurant", "American Restaurant", "Pizza Place"),
+        "home",
+        4,
+    ),
     "brunch": (("Café", "Bakery", "American Restaurant", "Coffee Shop"), "home", 3),
     "bar": (("Bar",), "mixed", 3),
     "gym": (("Gym / Fitness Center",), "mixed", 1),
@@ -236,14 +326,14 @@ def write_raw(frame: pd.DataFrame, path: str | os.PathLike) -> None:
         body = out.to_csv(sep="\t", header=False, index=False, lineterminator="\n", quoting=3)
         encoded = body.encode("latin-1")
     except UnicodeEncodeError as error:
-        raise ValueError(f"a value cannot be written in Latin-1: {error.object[error.start:error.end]!r}") from None
+        raise ValueError(f"a value cannot be written in Latin-1: {error.object[error.start : error.end]!r}") from None
     with open(path, "wb") as handle:
         handle.write(encoded)
 
 
 def category_id(name: str) -> str:
     """A stable 24-hex id for a category name (the same in every city and every run)."""
-    return hashlib.sha1(f"fedlab category {name}".encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha1(f"fedlab category {name}".encode()).hexdigest()[:24]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,16 +346,24 @@ def _make_venues(rng: np.random.Generator) -> _Venues:
     landmarks = np.array([(_CAT[c], lat, lon) for c, lat, lon in _LANDMARKS])
     parts.append((landmarks[:, 0].astype(int), landmarks[:, 1], landmarks[:, 2]))
     centres = np.repeat(np.array(_COLLEGES), 3, axis=0)
-    parts.append((np.full(len(centres), _CAT["College Academic Building"]),
-                  centres[:, 0] + rng.normal(0, 0.0015, len(centres)),
-                  centres[:, 1] + rng.normal(0, 0.0015, len(centres))))
+    parts.append(
+        (
+            np.full(len(centres), _CAT["College Academic Building"]),
+            centres[:, 0] + rng.normal(0, 0.0015, len(centres)),
+            centres[:, 1] + rng.normal(0, 0.0015, len(centres)),
+        )
+    )
     category, lat, lon = (np.concatenate(values) for values in zip(*parts))
     return _Venues(category=category, lat=lat, lon=lon, hood=_nearest_hood(lat, lon))
 
 
 def _neighbourhood_venues(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    counts = np.array([[count + (round(hood[4]) if name == "Office" else 0) for name, count in _LOCAL_VENUES.items()]
-                       for hood in _HOODS])  # (hoods, categories)
+    counts = np.array(
+        [
+            [count + (round(hood[4]) if name == "Office" else 0) for name, count in _LOCAL_VENUES.items()]
+            for hood in _HOODS
+        ]
+    )  # (hoods, categories)
     per_hood = counts.sum(axis=1)
     hood = np.repeat(np.arange(len(_HOODS)), per_hood)
     category = np.concatenate([np.repeat([_CAT[name] for name in _LOCAL_VENUES], row) for row in counts])
@@ -284,10 +382,12 @@ def _make_users(rng: np.random.Generator, n: int, days: int) -> _Users:
     home = rng.choice(len(_HOODS), size=n, p=_weights(3))
     work = rng.choice(len(_HOODS), size=n, p=_weights(4))
     college_hoods = _nearest_hood(np.array(_COLLEGES)[:, 0], np.array(_COLLEGES)[:, 1])
-    work = np.select([kind == STUDENT, kind == IRREGULAR],
-                     [rng.choice(college_hoods, size=n), rng.integers(0, len(_HOODS), n)], work)
-    day_start = np.select([kind == WORKER, kind == STUDENT],
-                          [rng.normal(8.0, 0.6, n), rng.normal(9.0, 0.9, n)], rng.uniform(6.0, 16.0, n))
+    work = np.select(
+        [kind == STUDENT, kind == IRREGULAR], [rng.choice(college_hoods, size=n), rng.integers(0, len(_HOODS), n)], work
+    )
+    day_start = np.select(
+        [kind == WORKER, kind == STUDENT], [rng.normal(8.0, 0.6, n), rng.normal(9.0, 0.9, n)], rng.uniform(6.0, 16.0, n)
+    )
     habits = {
         "commute": rng.beta(5, 2, n),
         "coffee": rng.beta(2, 2, n),
@@ -300,9 +400,16 @@ def _make_users(rng: np.random.Generator, n: int, days: int) -> _Users:
     low, high = max(2, int(np.ceil(MIN_CHECKINS * scale))), max(2, int(MAX_CHECKINS * scale))
     home_lat = _HOOD_LAT[home] + np.clip(rng.normal(0, 0.007, n), -0.02, 0.02)
     home_lon = _HOOD_LON[home] + np.clip(rng.normal(0, 0.009, n), -0.025, 0.025)
-    return _Users(kind=kind, home=home, work=work, day_start=day_start, habits=habits,
-                  home_lat=home_lat, home_lon=home_lon,
-                  target=np.clip(np.round(target), low, high).astype(np.int64))
+    return _Users(
+        kind=kind,
+        home=home,
+        work=work,
+        day_start=day_start,
+        habits=habits,
+        home_lat=home_lat,
+        home_lon=home_lon,
+        target=np.clip(np.round(target), low, high).astype(np.int64),
+    )
 
 
 def _weights(column: int) -> np.ndarray:
@@ -330,11 +437,17 @@ def _choose_favourites(rng: np.random.Generator, venues: _Venues, users: _Users)
     return favourites
 
 
-def _loyal_favourites(rng: np.random.Generator, venues: _Venues, names: tuple[str, ...],
-                      anchor: np.ndarray) -> np.ndarray:
+def _loyal_favourites(
+    rng: np.random.Generator, venues: _Venues, names: tuple[str, ...], anchor: np.ndarray
+) -> np.ndarray:
     """Favourites near the anchors, mostly of one preferred category per user (a pizza person...)."""
-    by_category = np.stack([_venue_in_hood(rng, pool, venues.hood[pool], anchor)
-                            for pool in (np.flatnonzero(venues.category == _CAT[name]) for name in names)], axis=-1)
+    by_category = np.stack(
+        [
+            _venue_in_hood(rng, pool, venues.hood[pool], anchor)
+            for pool in (np.flatnonzero(venues.category == _CAT[name]) for name in names)
+        ],
+        axis=-1,
+    )
     preferred = rng.integers(0, len(names), anchor.shape[0])[:, None]
     other = rng.integers(0, len(names), anchor.shape)
     chosen = np.where(rng.random(anchor.shape) < _LOYALTY, preferred, other)
@@ -342,7 +455,6 @@ def _loyal_favourites(rng: np.random.Generator, venues: _Venues, names: tuple[st
 
 
 def _anchor_hoods(rng: np.random.Generator, users: _Users, where: str, shape: tuple[int, int]) -> np.ndarray:
-    n = shape[0]
     if where == "home":
         return np.repeat(users.home[:, None], shape[1], axis=1)
     if where in ("work", "college"):
@@ -354,8 +466,7 @@ def _anchor_hoods(rng: np.random.Generator, users: _Users, where: str, shape: tu
     return np.full(shape, -1)  # anywhere in town
 
 
-def _venue_in_hood(rng: np.random.Generator, pool: np.ndarray, pool_hood: np.ndarray,
-                   anchor: np.ndarray) -> np.ndarray:
+def _venue_in_hood(rng: np.random.Generator, pool: np.ndarray, pool_hood: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     """A random venue of the pool in each anchor neighbourhood (anywhere when there is none there, or -1)."""
     order = np.argsort(pool_hood, kind="stable")
     pool, pool_hood = pool[order], pool_hood[order]
@@ -385,8 +496,9 @@ def _stations(rng: np.random.Generator, venues: _Venues, hood: np.ndarray, mode:
 # Days: what everyone does, then which of it they check in
 
 
-def _simulate(rng: np.random.Generator, users: _Users, favourites: dict[str, np.ndarray],
-              days: int) -> tuple[np.ndarray, ...]:
+def _simulate(
+    rng: np.random.Generator, users: _Users, favourites: dict[str, np.ndarray], days: int
+) -> tuple[np.ndarray, ...]:
     """Every candidate check-in: user, local time (hours since START_DATE 00:00), venue, weight."""
     n = len(users.kind)
     weekday = (np.arange(days) + _weekday(START_DATE)) % 7  # Monday = 0
@@ -427,8 +539,12 @@ def _weekday(day: np.datetime64) -> int:
 
 def _slot_days(slot: _Slot, weekday: np.ndarray, summer: np.ndarray) -> np.ndarray:
     """How likely the slot is on each day, relative to its base chance."""
-    allowed = {"weekday": weekday < 5, "weekend": weekday >= 5, "sunday": weekday == 6,
-               "any": np.ones_like(weekday, dtype=bool)}[slot.days].astype(float)
+    allowed = {
+        "weekday": weekday < 5,
+        "weekend": weekday >= 5,
+        "sunday": weekday == 6,
+        "any": np.ones_like(weekday, dtype=bool),
+    }[slot.days].astype(float)
     if slot.nights:
         allowed *= np.select([weekday == 3, weekday == 4, weekday == 5], [1.6, 2.2, 2.0], 0.8)
     if slot.season:
@@ -444,8 +560,7 @@ def _pick_favourite(rng: np.random.Generator, table: np.ndarray, user: np.ndarra
     return table[user, column]
 
 
-def _pick_checkins(rng: np.random.Generator, user: np.ndarray, weight: np.ndarray,
-                   target: np.ndarray) -> np.ndarray:
+def _pick_checkins(rng: np.random.Generator, user: np.ndarray, weight: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Indices of each user's `target` check-ins, drawn without replacement in proportion to weight."""
     # Weighted sampling by keys u^(1/w) (Efraimidis-Spirakis): keep each user's largest keys.
     key = np.log(rng.random(len(user))) / weight  # in (-inf, 0]; larger is kept first
@@ -459,8 +574,9 @@ def _pick_checkins(rng: np.random.Generator, user: np.ndarray, weight: np.ndarra
 # The frame
 
 
-def _to_frame(rng: np.random.Generator, venues: _Venues, users: _Users, user: np.ndarray, local: np.ndarray,
-              venue: np.ndarray) -> pd.DataFrame:
+def _to_frame(
+    rng: np.random.Generator, venues: _Venues, users: _Users, user: np.ndarray, local: np.ndarray, venue: np.ndarray
+) -> pd.DataFrame:
     n_users, n_venues = len(users.kind), len(venues.category)
     is_home = venue < 0
     owner = np.where(is_home, -1 - venue, 0)
@@ -477,11 +593,19 @@ def _to_frame(rng: np.random.Generator, venues: _Venues, users: _Users, user: np
     names = np.array(CATEGORIES, dtype=object)
     ids = np.array([category_id(name) for name in CATEGORIES], dtype=object)
     user_ids = np.array([str(i + 1) for i in range(n_users)], dtype=object)
-    frame = pd.DataFrame({
-        "user": user_ids[user], "venue": venue_ids[venue_index], "category_id": ids[category],
-        "category": names[category], "latitude": np.round(lat, 6), "longitude": np.round(lon, 6),
-        "tz_offset": offset.astype(np.int64), "utc_time": utc,
-    }, columns=list(COLUMNS))
+    frame = pd.DataFrame(
+        {
+            "user": user_ids[user],
+            "venue": venue_ids[venue_index],
+            "category_id": ids[category],
+            "category": names[category],
+            "latitude": np.round(lat, 6),
+            "longitude": np.round(lon, 6),
+            "tz_offset": offset.astype(np.int64),
+            "utc_time": utc,
+        },
+        columns=list(COLUMNS),
+    )
     frame = frame.iloc[np.lexsort((user, utc))]  # by time, like the real file
     frame = frame[~frame.duplicated()]  # the loader drops exact duplicates; keep round trips exact
     return frame.reset_index(drop=True)
@@ -505,4 +629,4 @@ def _nth_sunday(first_of_month: np.ndarray, n: int) -> np.ndarray:
 def _hex_ids(rng: np.random.Generator, count: int) -> np.ndarray:
     """Random 24-hex venue ids (Foursquare-like), deterministic per seed."""
     digits = rng.bytes(12 * count).hex()
-    return np.array([digits[24 * i:24 * i + 24] for i in range(count)], dtype=object)
+    return np.array([digits[24 * i : 24 * i + 24] for i in range(count)], dtype=object)

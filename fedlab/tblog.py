@@ -4,6 +4,7 @@ log_dir/train holds `train/loss` and `train/accuracy`, log_dir/validation holds 
 `validation/accuracy`, one point per round (step = round number). Point TensorBoard at the parent
 of several runs' folders (`tensorboard --logdir runs/tensorboard`) to overlay them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,19 +46,22 @@ class TensorBoardLog:
 
         self.log_dir = Path(log_dir)
         self._tf = tf
-        self._writers = {split: tf.summary.create_file_writer(str(self.log_dir / split))
-                         for split in (TRAIN, VALIDATION)}
+        self._writers = {
+            split: tf.summary.create_file_writer(str(self.log_dir / split)) for split in (TRAIN, VALIDATION)
+        }
 
     def write(self, record: RoundRecord) -> None:
         if self._writers is None:
             raise ValueError(f"the TensorBoard log in {self.log_dir} is closed")
-        values = {TRAIN: (record.train_loss, record.train_accuracy),
-                  VALIDATION: (record.val_loss, record.val_accuracy)}
+        values = {TRAIN: (record.train_loss, record.train_accuracy), VALIDATION: (record.val_loss, record.val_accuracy)}
         for split, (loss, accuracy) in values.items():
             writer = self._writers[split]
             with writer.as_default():
                 self._tf.summary.scalar(f"{split}/loss", loss, step=record.round)
                 self._tf.summary.scalar(f"{split}/accuracy", accuracy, step=record.round)
+                if split == TRAIN and (record.bytes_down or record.bytes_up):  # megabytes sent (federated rounds)
+                    self._tf.summary.scalar("communication/mb_down", record.bytes_down / 1e6, step=record.round)
+                    self._tf.summary.scalar("communication/mb_up", record.bytes_up / 1e6, step=record.round)
             writer.flush()
 
     def close(self) -> None:
@@ -68,7 +72,7 @@ class TensorBoardLog:
             writer.close()
         self._writers = None
 
-    def __enter__(self) -> "TensorBoardLog":
+    def __enter__(self) -> TensorBoardLog:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -96,8 +100,9 @@ class BestEffortLog:
             self._log.write(record)
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
-            log.warning("could not write the TensorBoard log in %s (%s); training goes on without it",
-                        self.log_dir, self.error)
+            log.warning(
+                "could not write the TensorBoard log in %s (%s); training goes on without it", self.log_dir, self.error
+            )
             self.close()
 
     def close(self) -> None:

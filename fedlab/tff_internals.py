@@ -3,6 +3,7 @@
 They are not TFF's public API and change between releases, so they are used only with the one TFF
 version they were written against; any other version is a one-line error naming the version expected.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,11 @@ def modules() -> types.SimpleNamespace:
     import tensorflow_federated
 
     if tensorflow_federated.__version__ != EXPECTED_TFF_VERSION:
-        raise FedlabError(f"fedlab's runtime needs tensorflow-federated {EXPECTED_TFF_VERSION} (it uses internals "
-                          f"of that version), found {tensorflow_federated.__version__}; pip install "
-                          f"tensorflow-federated=={EXPECTED_TFF_VERSION} --no-deps")
+        raise FedlabError(
+            f"fedlab's runtime needs tensorflow-federated {EXPECTED_TFF_VERSION} (it uses internals "
+            f"of that version), found {tensorflow_federated.__version__}; pip install "
+            f"tensorflow-federated=={EXPECTED_TFF_VERSION} --no-deps"
+        )
     from tensorflow_federated.proto.v0 import executor_pb2
     from tensorflow_federated.python.core.backends.native import compiler, execution_contexts
     from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
@@ -38,12 +41,19 @@ def modules() -> types.SimpleNamespace:
     from tensorflow_federated.python.core.impl.types import placements
 
     return types.SimpleNamespace(
-        executor_pb2=executor_pb2, compiler=compiler, execution_contexts=execution_contexts,
-        tensorflow_computation=tensorflow_computation, context_stack=context_stack_impl.context_stack,
-        async_execution_context=async_execution_context, sync_execution_context=sync_execution_context,
-        python_executor_stacks=python_executor_stacks, remote_executor=remote_executor,
-        remote_executor_grpc_stub=remote_executor_grpc_stub, value_serialization=value_serialization,
-        placements=placements)
+        executor_pb2=executor_pb2,
+        compiler=compiler,
+        execution_contexts=execution_contexts,
+        tensorflow_computation=tensorflow_computation,
+        context_stack=context_stack_impl.context_stack,
+        async_execution_context=async_execution_context,
+        sync_execution_context=sync_execution_context,
+        python_executor_stacks=python_executor_stacks,
+        remote_executor=remote_executor,
+        remote_executor_grpc_stub=remote_executor_grpc_stub,
+        value_serialization=value_serialization,
+        placements=placements,
+    )
 
 
 def _event_loop_runner(context):
@@ -71,3 +81,11 @@ def stop_event_loop(context) -> None:
     if not runner._thread.is_alive():
         loop.close()
     runner._finalizer = lambda *args: None  # its own finaliser would touch the closed loop
+
+
+def clear_compiled_computations() -> None:
+    """Empties TFF's class-wide cache of compiled computations (it keeps closed contexts alive)."""
+    from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
+
+    modules()  # the version check
+    compiler_pipeline.CompilerPipeline.compile.cache_clear()

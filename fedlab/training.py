@@ -1,4 +1,5 @@
 """Run one experiment to the end (the CLI's driver); the dashboard's job manager iterates the same rounds."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,15 @@ from fedlab.records import RoundRecord
 from fedlab.tblog import BestEffortLog
 
 
-def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundRecord], None] | None = None,
-                      on_ready: Callable[[dict], None] | None = None,
-                      on_testing: Callable[[ExperimentConfig], None] | None = None, cache: BuildCache | None = None,
-                      tensorboard_log_dir: str | os.PathLike | None = None) -> dict:
+def run_to_completion(
+    config: ExperimentConfig,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_ready: Callable[[dict], None] | None = None,
+    on_testing: Callable[[ExperimentConfig], None] | None = None,
+    cache: BuildCache | None = None,
+    tensorboard_log_dir: str | os.PathLike | None = None,
+) -> dict:
     """Train, test the kept model and score the baselines; returns the run as a JSON-able dict.
 
     With `tensorboard_log_dir`, each round also goes to a TensorBoard log in exactly that folder; a failure
@@ -35,8 +41,14 @@ def run_to_completion(config: ExperimentConfig, *, on_round: Callable[[RoundReco
         if on_testing:
             on_testing(config)
         test = experiment.test().to_dict()
-        return {"config": config.to_dict(), "rounds": rounds, "test": test, "baselines": experiment.baselines(),
-                "timing": dict(experiment.timing), "data": experiment.summary()}
+        return {
+            "config": config.to_dict(),
+            "rounds": rounds,
+            "test": test,
+            "baselines": experiment.baselines(),
+            "timing": dict(experiment.timing),
+            "data": experiment.summary(),
+        }
     finally:
         if board is not None:
             board.close()

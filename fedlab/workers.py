@@ -9,6 +9,7 @@ runtime does, on loopback only (127.0.0.1:P, through fedlab's preload shim): rea
 or from another one over an SSH tunnel. --allow-remote leaves it on every interface, for a private network
 or a firewalled port (docs/security.md; the README, "Training on several machines").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,17 +24,27 @@ from fedlab.errors import FedlabError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("worker", help="run one TFF worker in the foreground for 'run/bench --workers'",
-                       description="Run TFF's worker (its C++ executor service) until Ctrl-C or SIGTERM, on "
-                                   "127.0.0.1 only (other machines reach it over an SSH tunnel). With --allow-remote "
-                                   "it listens on every network interface: only on a private network or with "
-                                   "the port firewalled, as anyone who reaches it can run any computation here.")
+    p = sub.add_parser(
+        "worker",
+        help="run one TFF worker in the foreground for 'run/bench --workers'",
+        description="Run TFF's worker (its C++ executor service) until Ctrl-C or SIGTERM, on "
+        "127.0.0.1 only (other machines reach it over an SSH tunnel). With --allow-remote "
+        "it listens on every network interface: only on a private network or with "
+        "the port firewalled, as anyone who reaches it can run any computation here.",
+    )
     p.add_argument("--port", type=_port, required=True, help="TCP port to listen on (127.0.0.1 only by default)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="listen on every network interface, so that other machines can connect (only on a "
-                        "private network or with the port firewalled: anyone who reaches it runs code here)")
-    p.add_argument("--max-concurrent-calls", type=int, default=-1,
-                   help="most clients this worker trains at once (default: no limit)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen on every network interface, so that other machines can connect (only on a "
+        "private network or with the port firewalled: anyone who reaches it runs code here)",
+    )
+    p.add_argument(
+        "--max-concurrent-calls",
+        type=int,
+        default=-1,
+        help="most clients this worker trains at once (default: no limit)",
+    )
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for the worker to listen")
     p.set_defaults(func=run_worker)
 
@@ -89,22 +100,34 @@ def run_worker(args: argparse.Namespace) -> int:
     # Its own process group: a terminal's Ctrl-C reaches only us, and we stop the worker in order.
     # It dies with us even if we are killed (PR_SET_PDEATHSIG). Its warnings and errors go to our stderr.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}
-    process = start_worker(port=args.port, max_concurrent_calls=args.max_concurrent_calls, log_file=sys.stderr,
-                           env=env, own_process_group=True, loopback_only=not args.allow_remote)
+    process = start_worker(
+        port=args.port,
+        max_concurrent_calls=args.max_concurrent_calls,
+        log_file=sys.stderr,
+        env=env,
+        own_process_group=True,
+        loopback_only=not args.allow_remote,
+    )
     try:
         _wait_listening(process, args.port, args.start_timeout, stop)
         if not stop.is_set():
             if args.allow_remote:
-                _log(f"TFF worker (pid {process.pid}) listening on port {args.port} on EVERY network interface "
-                     f"([::]:{args.port}); train on it with --workers {socket.gethostname()}:{args.port}")
-                _log("anyone who reaches this port can run any computation here: keep it on a private network "
-                     "or firewalled (docs/security.md). Stop with Ctrl-C or SIGTERM")
+                _log(
+                    f"TFF worker (pid {process.pid}) listening on port {args.port} on EVERY network interface "
+                    f"([::]:{args.port}); train on it with --workers {socket.gethostname()}:{args.port}"
+                )
+                _log(
+                    "anyone who reaches this port can run any computation here: keep it on a private network "
+                    "or firewalled (docs/security.md). Stop with Ctrl-C or SIGTERM"
+                )
             else:
                 check_loopback_only(process, env)
-                _log(f"TFF worker (pid {process.pid}) listening on port {args.port} on this machine only "
-                     f"({LOOPBACK_HOST}:{args.port}); train on it with --workers {LOOPBACK_HOST}:{args.port}, "
-                     f"from another machine over an SSH tunnel (ssh -L {args.port}:{LOOPBACK_HOST}:{args.port} "
-                     f"{socket.gethostname()}), or restart it with --allow-remote. Stop with Ctrl-C or SIGTERM")
+                _log(
+                    f"TFF worker (pid {process.pid}) listening on port {args.port} on this machine only "
+                    f"({LOOPBACK_HOST}:{args.port}); train on it with --workers {LOOPBACK_HOST}:{args.port}, "
+                    f"from another machine over an SSH tunnel (ssh -L {args.port}:{LOOPBACK_HOST}:{args.port} "
+                    f"{socket.gethostname()}), or restart it with --allow-remote. Stop with Ctrl-C or SIGTERM"
+                )
         while not stop.is_set() and process.poll() is None:
             stop.wait(0.5)
         if not stop.is_set():

@@ -1,4 +1,5 @@
 """Home: what fedlab does, which data is loaded, and how one FedAvg round works."""
+
 import streamlit as st
 
 from fedlab import charts
@@ -16,7 +17,8 @@ st.markdown(
     "3. **Compare** — two feature sets side by side (the study's *central* and *biggest* models).\n"
     "4. **Runs** — every run so far: open, rename, export, download the trained model and a report.\n\n"
     "Showing it to a class or a meeting? Switch on **Presentation mode** in the sidebar: larger charts, "
-    "no settings.")
+    "no settings."
+)
 
 
 def demo_section() -> None:
@@ -29,11 +31,14 @@ def demo_section() -> None:
     st.subheader("Demo runs")
     active = [run for run in latest if run.is_active]
     if active:
-        st.info("Demo runs are being prepared: the study's two models on a tiny synthetic city, so every page has "
-                "something to show. They train in the background, one after the other; your own runs queue "
-                "behind them.", icon=":material/hourglass_top:")
+        st.info(
+            "Demo runs are being prepared: the study's two models on a tiny synthetic city, so every page has "
+            "something to show. They train in the background, one after the other; your own runs queue "
+            "behind them.",
+            icon=":material/hourglass_top:",
+        )
     for run in active:
-        earlier = next((r for r in runs[runs.index(run) + 1:] if r.name == run.name), None)  # newest first
+        earlier = next((r for r in runs[runs.index(run) + 1 :] if r.name == run.name), None)  # newest first
         if earlier is not None and earlier.status in state.REQUEUED_STATUSES:
             st.caption(f"{run.name} {_how_it_ended(earlier)}; it is queued again.")
     for run in latest:
@@ -46,8 +51,12 @@ def demo_section() -> None:
         st.caption("The demo runs have finished: Compare shows them side by side, Runs opens each one.")
     elif finished:
         st.caption(f"{', '.join(finished)} finished: Runs opens it.")
-    st.dataframe(history.runs_table(state.run_store(), latest), hide_index=True, key="home_demo_runs",
-                 column_config=history.RUNS_COLUMNS)
+    st.dataframe(
+        history.runs_table(state.run_store(), latest),
+        hide_index=True,
+        key="home_demo_runs",
+        column_config=history.RUNS_COLUMNS,
+    )
 
 
 def _how_it_ended(run) -> str:
@@ -81,12 +90,15 @@ except Exception as exc:
     state.show_error(exc)
 else:
     cols = st.columns(4)
-    for column, (label, key) in zip(cols, (("check-ins", "rows"), ("users", "users"), ("venues", "venues"),
-                                           ("categories", "categories"))):
+    for column, (label, key) in zip(
+        cols, (("check-ins", "rows"), ("users", "users"), ("venues", "venues"), ("categories", "categories"))
+    ):
         column.metric(label, f"{overview[key]:,}")
     if overview["first_time"] is not None:
-        st.caption(f"From {overview['first_time']:%d %b %Y} to {overview['last_time']:%d %b %Y} (UTC). "
-                   "Change the data in the sidebar.")
+        st.caption(
+            f"From {overview['first_time']:%d %b %Y} to {overview['last_time']:%d %b %Y} (UTC). "
+            "Change the data in the sidebar."
+        )
 
 st.subheader("How federated averaging (FedAvg) works")
 presentation.show_chart(charts.fedavg_diagram(), key="home_fedavg")
@@ -95,4 +107,5 @@ st.markdown(
     "**local epochs** on its own check-ins; the clients send back only their **model updates**; the server "
     "averages them, weighting each client by how many training sequences it has. Raw check-ins never leave "
     "the client. Because every person's habits differ (the data are **non-IID**), the average is a "
-    "compromise — the Data and Compare pages show how much that matters.")
+    "compromise — the Data and Compare pages show how much that matters."
+)

@@ -1,4 +1,5 @@
 """Runs: every run of every session; open one, rename, delete, export, download its model and report."""
+
 import streamlit as st
 
 from fedlab import charts
@@ -16,10 +17,11 @@ if not runs:
     st.info("No runs yet. Start one on the Train or Compare page.")
     st.stop()
 
-st.dataframe(history.runs_table(store, runs), hide_index=True, key="runs_table",
-             column_config=history.RUNS_COLUMNS)
-st.caption("Best val accuracy: the highest validation accuracy of any round. Test accuracy (acc@1): the kept "
-           "model (lowest validation loss) on the held-out last 20% of every client's check-ins.")
+st.dataframe(history.runs_table(store, runs), hide_index=True, key="runs_table", column_config=history.RUNS_COLUMNS)
+st.caption(
+    "Best val accuracy: the highest validation accuracy of any round. Test accuracy (acc@1): the kept "
+    "model (lowest validation loss) on the held-out last 20% of every client's check-ins."
+)
 
 run = history.run_picker(runs)
 st.divider()
@@ -30,5 +32,4 @@ if not presentation.presenting():  # renaming, deleting and downloads are not fo
 results.run_panel(run.id)
 if run.test:
     with st.expander("Per-category accuracy and confusion matrix"):
-        results.class_details({run.name: run.test}, colors=charts.distinct_colors([run.name]),
-                              key=f"runs_{run.id}")
+        results.class_details({run.name: run.test}, colors=charts.distinct_colors([run.name]), key=f"runs_{run.id}")

@@ -1,4 +1,5 @@
 """Shared fixtures: a small synthetic city, and the real data folder beside the project (may be absent)."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ def real_sample_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(small_city):
-    """Three clients of the small city, sequences of N=9 (with user habits): enough for a federated round in a second."""
+    """Three clients of the small city, sequences of N=9 (with user habits): a federated round in a second."""
     from fedlab.config import DataConfig
     from fedlab.pipeline import prepare
 

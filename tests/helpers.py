@@ -1,4 +1,5 @@
 """Small helpers shared by several test files."""
+
 from __future__ import annotations
 
 import gzip
@@ -18,8 +19,11 @@ def tagged_workers(tag: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
-                    and marker in (entry / "environ").read_bytes().split(b"\0")):
+            if (
+                entry.name.isdigit()
+                and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == binary
+                and marker in (entry / "environ").read_bytes().split(b"\0")
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue

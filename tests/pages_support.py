@@ -4,6 +4,7 @@ charts and texts, and finished runs written straight into the store.
 Each test gets its own run store (FEDLAB_DB in tmp_path). The job manager and store are cached per
 database path by fedlab.dashboard.state, so tests never share runs; the `db` fixture shuts the manager down after.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,13 +93,30 @@ def values(data) -> list[float]:
 
 
 def texts(at: AppTest) -> str:
-    parts = [*at.markdown, *at.caption, *at.info, *at.success, *at.warning, *at.error, *at.title, *at.header,
-             *at.subheader]
+    parts = [
+        *at.markdown,
+        *at.caption,
+        *at.info,
+        *at.success,
+        *at.warning,
+        *at.error,
+        *at.title,
+        *at.header,
+        *at.subheader,
+    ]
     return "\n".join(str(p.value) for p in parts)
 
 
-def store_run(db: Path, name: str, *, features=PRESETS["central"], rounds: int = 3, model: bool = True,
-              session_id: str = "someone-else", **config) -> str:
+def store_run(
+    db: Path,
+    name: str,
+    *,
+    features=PRESETS["central"],
+    rounds: int = 3,
+    model: bool = True,
+    session_id: str = "someone-else",
+    **config,
+) -> str:
     """A finished run written straight into the store (no job manager); `config` changes its settings."""
     store = RunStore(db)
     fake = fakes.FakeExperiment(ExperimentConfig(features=features, rounds=rounds, gru_units=8, **config))
@@ -111,6 +129,13 @@ def store_run(db: Path, name: str, *, features=PRESETS["central"], rounds: int =
         model_path = db.parent / "models" / f"{run_id}.keras"
         model_path.parent.mkdir(parents=True, exist_ok=True)
         fake.save_model(str(model_path))
-    store.finish(run_id, status="finished", test=fake.test(), baselines=fake.baselines(), timing={},
-                 model_path=str(model_path) if model_path else None, extra=fake.summary())
+    store.finish(
+        run_id,
+        status="finished",
+        test=fake.test(),
+        baselines=fake.baselines(),
+        timing={},
+        model_path=str(model_path) if model_path else None,
+        extra=fake.summary(),
+    )
     return run_id

@@ -1,4 +1,5 @@
 """fedlab.baselines on hand-built histories whose answers are worked out in each test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,7 @@ TARGETS = {"u1": np.array([[1, 0, 0, 1]], dtype=np.int32), "u2": np.array([[0, 0
 
 
 def _baselines(inputs=INPUTS, targets=TARGETS, history=HISTORY, num_classes=3):
-    return compute_baselines(test_inputs=inputs, test_targets=targets, history=history,
-                             num_classes=num_classes)
+    return compute_baselines(test_inputs=inputs, test_targets=targets, history=history, num_classes=num_classes)
 
 
 def test_returns_one_accuracy_per_labelled_baseline():
@@ -84,8 +84,7 @@ def test_user_markov_backs_off_to_all_users_row_not_majority():
 
 def test_user_most_frequent_falls_back_to_majority_for_empty_history():
     history = {"u1": np.array([1, 1, 0]), "u2": np.array([], dtype=np.int32)}
-    result = _baselines(inputs={"u2": np.array([[0, 0]])}, targets={"u2": np.array([[1, 0]])},
-                        history=history)
+    result = _baselines(inputs={"u2": np.array([[0, 0]])}, targets={"u2": np.array([[1, 0]])}, history=history)
     assert result["user_most_frequent"] == 0.5  # predicts majority 1
 
 
@@ -169,23 +168,29 @@ def test_majority_class_breaks_ties_by_lowest_id():
 
 def test_markov_predict_takes_most_frequent_follower():
     # 0 -> 2 twice, 0 -> 1 once; 1 never followed by anything -> fallback
-    predicted = markov_predict(previous=np.array([0, 0, 0]), following=np.array([2, 1, 2]),
-                               current=np.array([0, 1]), fallback=5)
+    predicted = markov_predict(
+        previous=np.array([0, 0, 0]), following=np.array([2, 1, 2]), current=np.array([0, 1]), fallback=5
+    )
     assert predicted.tolist() == [2, 5]
 
 
 def test_user_markov_predict_prefers_own_pairs_over_fallback():
     # client 0: 1 -> 0; client 1: 1 -> 2. Client 1 has no pair from 0 -> fallback.
     predicted = user_markov_predict(
-        pair_client=np.array([0, 1]), previous=np.array([1, 1]), following=np.array([0, 2]),
-        client=np.array([0, 1, 1]), current=np.array([1, 1, 0]), fallback=np.array([7, 7, 7]))
+        pair_client=np.array([0, 1]),
+        previous=np.array([1, 1]),
+        following=np.array([0, 2]),
+        client=np.array([0, 1, 1]),
+        current=np.array([1, 1, 0]),
+        fallback=np.array([7, 7, 7]),
+    )
     assert predicted.tolist() == [0, 2, 7]
 
 
 def test_user_most_frequent_predict_per_client():
     predicted = user_most_frequent_predict(
-        history=np.array([3, 3, 1, 2]), history_client=np.array([0, 0, 0, 2]),
-        client=np.array([2, 0, 1]), fallback=9)
+        history=np.array([3, 3, 1, 2]), history_client=np.array([0, 0, 0, 2]), client=np.array([2, 0, 1]), fallback=9
+    )
     assert predicted.tolist() == [2, 3, 9]  # client 1 has no history
 
 
@@ -214,9 +219,13 @@ def _reference_baselines(inputs, targets, history, num_classes):
         user_mode = int(np.argmax(own_counts[client])) if own_counts[client].sum() else majority
         for c, t in zip(inputs[client].ravel(), targets[client].ravel()):
             row = own_pairs[client][c]
-            predicted = {"majority": majority, "repeat_last": c, "user_most_frequent": user_mode,
-                         "markov": global_next(c),
-                         "user_markov": int(np.argmax(row)) if row.sum() else global_next(c)}
+            predicted = {
+                "majority": majority,
+                "repeat_last": c,
+                "user_most_frequent": user_mode,
+                "markov": global_next(c),
+                "user_markov": int(np.argmax(row)) if row.sum() else global_next(c),
+            }
             for name, p in predicted.items():
                 hits[name] += int(p == t)
             total += 1

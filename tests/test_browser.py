@@ -6,6 +6,7 @@ With FEDLAB_SCREENSHOTS=1 it also saves a screenshot of every page under screens
 they cost about half a minute, so plain test runs skip them.
 Skipped when /usr/bin/chromium is missing, unless FEDLAB_REQUIRE_BROWSER=1 (then it fails).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.tff, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 SCREENSHOTS = ROOT / "screenshots"
 TRAIN_TIMEOUT_MS = 480_000  # building the TFF computations takes a minute or more on 2 busy cores
 PAGE_TIMEOUT_MS = 60_000
@@ -150,15 +158,37 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
-    env = {**os.environ, "FEDLAB_DB": str(tmp_path / "runs" / "fedlab.db"), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "FEDLAB_DEMO_RUNS": "0"}  # no demo runs queued ahead of the one trained here
+    env = {
+        **os.environ,
+        "FEDLAB_DB": str(tmp_path / "runs" / "fedlab.db"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "FEDLAB_DEMO_RUNS": "0",
+    }  # no demo runs queued ahead of the one trained here
     env.pop("FEDLAB_EXPERIMENT", None)  # the real engine
     with open(log, "wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # its own process group, so the finally block can end all of it
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # its own process group, so the finally block can end all of it
     try:
         _wait_healthy(url, server, log)
         with sync_playwright() as playwright:
@@ -193,8 +223,7 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
                 expect(page.locator('[data-testid="stMultiSelect"] [data-baseweb="tag"]')).to_have_count(9)
                 page.get_by_role("button", name=re.compile(r"(^|\s)Run$")).click()
                 expect(page.get_by_text(re.compile(r"Preparing the data|Round \d of at most 2")).first).to_be_visible()
-                expect(page.get_by_text(re.compile(r"Finished after \d round"))).to_be_visible(
-                    timeout=TRAIN_TIMEOUT_MS)
+                expect(page.get_by_text(re.compile(r"Finished after \d round"))).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
                 expect(page.get_by_text("acc@5").first).to_be_visible()
                 expect(page.locator(".js-plotly-plot").first).to_be_visible()
                 _shoot(page, "train")
@@ -204,6 +233,11 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
                 _open_page(page, "Compare")
                 expect(page.get_by_role("button", name="Run both").first).to_be_visible()
                 _shoot(page, "compare")
+
+                _open_page(page, "Lessons")
+                expect(page.get_by_text("What to notice").first).to_be_visible()
+                expect(page.get_by_text("Non-IID against IID clients").first).to_be_visible()
+                _shoot(page, "lessons")
 
                 _open_page(page, "Runs")
                 expect(page.get_by_text("Open a run").first).to_be_visible()

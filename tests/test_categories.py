@@ -1,4 +1,5 @@
 """Category groupings: the packaged tables and the vectorised lookup."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,30 +12,71 @@ from fedlab import categories
 from fedlab.categories import GROUPINGS, OTHER, group_categories, group_names, load_table
 from fedlab.errors import ConfigError
 
-REAL_NYC = (Path(__file__).resolve().parents[2]
-            / "shared/data/foursquare/dataset_TSMC2014_NYC_subset_reconstructed.txt")
+REAL_NYC = Path(__file__).resolve().parents[2] / "shared/data/foursquare/dataset_TSMC2014_NYC_subset_reconstructed.txt"
 
 ROOTS = {
-    "Arts & Entertainment", "College & University", "Event", "Food", "Nightlife Spot",
-    "Outdoors & Recreation", "Professional & Other Places", "Residence", "Shop & Service",
+    "Arts & Entertainment",
+    "College & University",
+    "Event",
+    "Food",
+    "Nightlife Spot",
+    "Outdoors & Recreation",
+    "Professional & Other Places",
+    "Residence",
+    "Shop & Service",
     "Travel & Transport",
 }
 # The study's 27 groups and how many names each had (of 251).
 STUDY_UBER_SIZES = {
-    "Restaurant": 68, "Shopping": 30, "Entertainment": 18, "School": 17, "Culture": 12,
-    "Service": 11, "Snacks": 11, "Public Transport": 10, "Misc Shopping": 8, "Outdoors": 7,
-    "Religion": 7, "Cosmetics": 5, "Event": 5, "Home": 5, "Infrastructure": 5, "Misc": 5,
-    "Cafe": 4, "Gas Station / Parking": 3, "Government": 3, "Park": 3, "Sports": 3, "Work": 3,
-    "Bar": 2, "Grocery": 2, "Medical": 2, "Building": 1, "Hotel": 1,
+    "Restaurant": 68,
+    "Shopping": 30,
+    "Entertainment": 18,
+    "School": 17,
+    "Culture": 12,
+    "Service": 11,
+    "Snacks": 11,
+    "Public Transport": 10,
+    "Misc Shopping": 8,
+    "Outdoors": 7,
+    "Religion": 7,
+    "Cosmetics": 5,
+    "Event": 5,
+    "Home": 5,
+    "Infrastructure": 5,
+    "Misc": 5,
+    "Cafe": 4,
+    "Gas Station / Parking": 3,
+    "Government": 3,
+    "Park": 3,
+    "Sports": 3,
+    "Work": 3,
+    "Bar": 2,
+    "Grocery": 2,
+    "Medical": 2,
+    "Building": 1,
+    "Hotel": 1,
 }
 # The pairs the study's preprocessing notebook shows.
 STUDY_PAIRS = {
-    "Arts & Crafts Store": "Shopping", "Bank": "Service", "Bar": "Bar", "Bridge": "Infrastructure",
-    "Bus Station": "Public Transport", "Coffee Shop": "Cafe", "Food & Drink Shop": "Grocery",
-    "Food Truck": "Snacks", "General Travel": "Public Transport", "Gym / Fitness Center": "Sports",
-    "Home (private)": "Home", "Medical Center": "Medical", "Neighborhood": "Home", "Office": "Work",
-    "Other Great Outdoors": "Outdoors", "Park": "Park", "Smoke Shop": "Shopping",
-    "Subway": "Public Transport", "Train Station": "Public Transport",
+    "Arts & Crafts Store": "Shopping",
+    "Bank": "Service",
+    "Bar": "Bar",
+    "Bridge": "Infrastructure",
+    "Bus Station": "Public Transport",
+    "Coffee Shop": "Cafe",
+    "Food & Drink Shop": "Grocery",
+    "Food Truck": "Snacks",
+    "General Travel": "Public Transport",
+    "Gym / Fitness Center": "Sports",
+    "Home (private)": "Home",
+    "Medical Center": "Medical",
+    "Neighborhood": "Home",
+    "Office": "Work",
+    "Other Great Outdoors": "Outdoors",
+    "Park": "Park",
+    "Smoke Shop": "Shopping",
+    "Subway": "Public Transport",
+    "Train Station": "Public Transport",
 }
 
 

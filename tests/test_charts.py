@@ -1,4 +1,5 @@
 """fedlab.charts: the figures hold the traces, axis titles (with units) and colours they promise."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,21 +13,37 @@ from fedlab.baselines import BASELINE_LABELS
 
 def rounds(n: int, scale: float = 1.0) -> pd.DataFrame:
     r = np.arange(1, n + 1)
-    return pd.DataFrame({"round": r, "train_loss": scale * 2 / r, "train_accuracy": 0.1 * r,
-                         "val_loss": scale * 2.5 / r, "val_accuracy": 0.08 * r, "clients": 3,
-                         "seconds": 0.5, "is_best": True})
+    return pd.DataFrame(
+        {
+            "round": r,
+            "train_loss": scale * 2 / r,
+            "train_accuracy": 0.1 * r,
+            "val_loss": scale * 2.5 / r,
+            "val_accuracy": 0.08 * r,
+            "clients": 3,
+            "seconds": 0.5,
+            "is_best": True,
+        }
+    )
 
 
 def report(names=("Food", "Home", "Work"), support=(5, 20, 10)) -> dict:
     return {
-        "accuracy": 0.5, "top5_accuracy": 0.9, "mrr": 0.6, "loss": 1.2, "examples": sum(support),
+        "accuracy": 0.5,
+        "top5_accuracy": 0.9,
+        "mrr": 0.6,
+        "loss": 1.2,
+        "examples": sum(support),
         "class_names": list(names),
-        "per_class": {n: {"precision": 0.5, "recall": 0.1 * (i + 1), "support": s}
-                      for i, (n, s) in enumerate(zip(names, support))},
+        "per_class": {
+            n: {"precision": 0.5, "recall": 0.1 * (i + 1), "support": s} for i, (n, s) in enumerate(zip(names, support))
+        },
         "confusion": [[2, 3, 0], [0, 0, 0], [1, 1, 8]],
-        "per_client": {"1": {"accuracy": 0.2, "examples": 4, "checkins": 20},
-                       "2": {"accuracy": 0.8, "examples": 6, "checkins": 30},
-                       "3": {"accuracy": 0.0, "examples": 0, "checkins": 5}},  # no test targets: left out
+        "per_client": {
+            "1": {"accuracy": 0.2, "examples": 4, "checkins": 20},
+            "2": {"accuracy": 0.8, "examples": 6, "checkins": 30},
+            "3": {"accuracy": 0.0, "examples": 0, "checkins": 5},
+        },  # no test targets: left out
     }
 
 
@@ -35,6 +52,7 @@ def axis_titles(fig: go.Figure) -> tuple[str, str]:
 
 
 # ----- colours -----
+
 
 def test_presets_have_fixed_colours_and_others_a_stable_palette_colour():
     assert charts.color_for("central") == charts.CENTRAL_COLOR
@@ -52,6 +70,7 @@ def test_distinct_colors_moves_a_clashing_label_to_an_unused_colour():
 
 
 # ----- learning curves -----
+
 
 def test_learning_curves_train_dashed_validation_solid_in_the_run_colour():
     fig = charts.learning_curves({"central": rounds(3), "biggest": rounds(3, 2.0)}, "loss", max_rounds=10)
@@ -91,6 +110,7 @@ def test_explicit_colours_win():
 
 
 # ----- results -----
+
 
 def test_metrics_vs_baselines_grey_baselines_with_values():
     baselines = {key: 0.1 * (i + 1) for i, key in enumerate(BASELINE_LABELS)}
@@ -138,6 +158,7 @@ def test_per_client_accuracy_counts_only_clients_with_targets():
 
 
 # ----- data -----
+
 
 @pytest.fixture
 def city() -> pd.DataFrame:
@@ -205,9 +226,12 @@ def test_fedavg_diagram_names_server_clients_and_steps():
 
 def test_every_data_axis_has_a_title(city):
     figures = [
-        charts.learning_curves({"a": rounds(2)}, "loss"), charts.metrics_vs_baselines({"a": 0.3}, {"majority": 0.1}),
-        charts.per_class_recall({"a": report()}), charts.confusion_heatmap(report()),
-        charts.per_client_accuracy({"a": report()}), charts.category_bar(explore.category_distribution(city, "root")),
+        charts.learning_curves({"a": rounds(2)}, "loss"),
+        charts.metrics_vs_baselines({"a": 0.3}, {"majority": 0.1}),
+        charts.per_class_recall({"a": report()}),
+        charts.confusion_heatmap(report()),
+        charts.per_client_accuracy({"a": report()}),
+        charts.category_bar(explore.category_distribution(city, "root")),
         charts.hour_weekday_heatmap(explore.hour_weekday_counts(city)),
         charts.checkins_per_user_histogram(explore.checkins_per_user(city)),
         charts.client_mix_heatmap(explore.client_category_mix(city, "root", 5)),
@@ -221,9 +245,12 @@ def test_every_data_axis_has_a_title(city):
 
 # ----- fairness and presentation -----
 
+
 def test_accuracy_vs_checkins_has_one_coloured_point_per_scored_client():
-    tables = {"central": fairness.client_table(report()["per_client"]),
-              "other": fairness.client_table({"9": {"accuracy": 0.5, "examples": 2, "checkins": 1000}})}
+    tables = {
+        "central": fairness.client_table(report()["per_client"]),
+        "other": fairness.client_table({"9": {"accuracy": 0.5, "examples": 2, "checkins": 1000}}),
+    }
     fig = charts.accuracy_vs_checkins(tables)
     central, other = fig.data
     assert list(central.x) == [30, 20] and list(central.y) == [0.8, 0.2]  # client 3 has no targets

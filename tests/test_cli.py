@@ -1,4 +1,5 @@
 """The command line: JSON output, one-line errors with exit status 2, and no TFF process left behind."""
+
 import json
 import os
 import signal
@@ -19,8 +20,23 @@ from tests.helpers import assert_clean, tagged_workers
 from tests.pages_support import app, db  # noqa: F401 (db: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = ["run", "--top-users", "3", "--n", "9", "--gru-units", "8", "--embedding-dim", "4", "--rounds", "2",
-            "--epochs", "1", "--batch-size", "8"]
+TINY_RUN = [
+    "run",
+    "--top-users",
+    "3",
+    "--n",
+    "9",
+    "--gru-units",
+    "8",
+    "--embedding-dim",
+    "4",
+    "--rounds",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+]
 
 
 def cli_env(tag: str = "", store: Path | None = None) -> dict:
@@ -33,16 +49,37 @@ def cli_env(tag: str = "", store: Path | None = None) -> dict:
 
 def fedlab(*args, timeout=300, tag: str = "", store: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     env = cli_env(tag, store)
-    return subprocess.run([sys.executable, "-m", "fedlab", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT, stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "fedlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
 def test_data_stats_json_has_every_field():
     out = fedlab("data-stats", "--json", "--top-users", "20", "--n", "9")
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
-    for key in ("rows", "users", "venues", "categories", "groups", "skipped_rows", "first_time", "last_time",
-                "clients", "train_sequences", "val_sequences", "test_sequences", "preprocess_seconds"):
+    for key in (
+        "rows",
+        "users",
+        "venues",
+        "categories",
+        "groups",
+        "skipped_rows",
+        "first_time",
+        "last_time",
+        "clients",
+        "train_sequences",
+        "val_sequences",
+        "test_sequences",
+        "preprocess_seconds",
+    ):
         assert key in stats
     assert stats["clients"] == 20
 
@@ -52,14 +89,17 @@ def test_data_stats_on_the_real_sample(real_sample_path):
     assert stats["users"] == 160 and stats["groups"] <= 10
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["data-stats", "--data", "/no/such/file.txt"], "no/such/file.txt"),
-    (["data-stats", "--n", "1"], "N must be a whole number of at least 2"),
-    (["run", "--rounds", "0"], "rounds"),
-    (["run", "--features", "cat_id,warp_speed"], "unknown feature"),
-    (["run", "--client-lr", "-1"], "learning rate"),
-    (["data-stats", "--grouping", "galaxy"], "grouping"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["data-stats", "--data", "/no/such/file.txt"], "no/such/file.txt"),
+        (["data-stats", "--n", "1"], "N must be a whole number of at least 2"),
+        (["run", "--rounds", "0"], "rounds"),
+        (["run", "--features", "cat_id,warp_speed"], "unknown feature"),
+        (["run", "--client-lr", "-1"], "learning rate"),
+        (["data-stats", "--grouping", "galaxy"], "grouping"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
     out = fedlab(*args)
     assert out.returncode == 2
@@ -81,8 +121,9 @@ def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_pa
     tag = uuid.uuid4().hex
     out_file = tmp_path / "run.json"
     store = tmp_path / "runs" / "fedlab.db"
-    out = fedlab(*TINY_RUN, "--json-out", str(out_file), "--tensorboard-dir", str(tmp_path / "tb"), tag=tag,
-                 store=store)
+    out = fedlab(
+        *TINY_RUN, "--json-out", str(out_file), "--tensorboard-dir", str(tmp_path / "tb"), tag=tag, store=store
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("round ") >= 2  # a progress line per round
     # What it does after the rounds, before the results: said before the (possibly long) test.
@@ -107,7 +148,8 @@ def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_pa
     listed = fedlab("runs", "--json", store=store)
     assert listed.returncode == 0, listed.stderr
     assert [(r["id"], r["status"], r["test_accuracy"]) for r in json.loads(listed.stdout)] == [
-        (run.id, "finished", result["test"]["accuracy"])]
+        (run.id, "finished", result["test"]["accuracy"])
+    ]
     report = fedlab("report", run.id, "--out", str(tmp_path / "r.html"), store=store)
     assert report.returncode == 0, report.stderr
     assert run.id in (tmp_path / "r.html").read_text()
@@ -116,13 +158,18 @@ def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_pa
 def logged_steps(folder: Path, tag: str) -> list[int]:
     import tensorflow as tf
 
-    return [event.step for path in sorted(folder.glob("events.out.tfevents.*"))
-            for event in tf.compat.v1.train.summary_iterator(str(path))
-            for value in event.summary.value if value.tag == tag]
+    return [
+        event.step
+        for path in sorted(folder.glob("events.out.tfevents.*"))
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+        if value.tag == tag
+    ]
 
 
-RESTORE_SIGINT = ("import os, signal, sys; "
-                  "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])")
+RESTORE_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 @pytest.mark.tff
@@ -136,8 +183,14 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status, db):
     # As from a terminal: a suite started in the background (`cmd &` in a script) passes SIGINT on ignored,
     # so a small launcher sets it back to default and execs the run (no preexec_fn: this process has threads).
     command = [sys.executable, "-m", "fedlab", *TINY_RUN[:-6], "--rounds", "50", "--patience", "50"]
-    proc = subprocess.Popen([sys.executable, "-c", RESTORE_SIGINT, *command], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESTORE_SIGINT, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         for line in proc.stdout:  # wait until training runs, so the worker exists
             if line.startswith("round"):
@@ -167,11 +220,12 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status, db):
 
 # ----- run and runs in this process, with the fake experiment -----
 
+
 @pytest.fixture
 def fake_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     import fedlab.engine
 
-    monkeypatch.setattr(fedlab.engine, "Experiment", FakeExperiment)
+    monkeypatch.setattr(fedlab.engine, "experiment_factory", lambda cache=None: FakeExperiment)
     store = tmp_path / "store" / "fedlab.db"
     monkeypatch.setenv("FEDLAB_DB", str(store))
     return store
@@ -204,6 +258,7 @@ def test_runs_lists_the_stored_runs_newest_first(fake_training, capsys):
 
 # ----- demo (in this process, with the fake experiment) -----
 
+
 class FailingExperiment(FakeExperiment):
     def prepare(self) -> None:
         raise DataError("no check-ins left")
@@ -221,8 +276,10 @@ def test_demo_trains_both_runs_beside_the_store_then_has_nothing_to_do(fake_engi
     assert f"training Demo · central, Demo · biggest into {db}" in out
     assert "Demo · central: finished after 4 rounds" in out and "Demo · biggest: finished" in out
     runs = RunStore(db).list_runs()
-    assert sorted((run.name, run.status) for run in runs) == [("Demo · biggest", "finished"),
-                                                              ("Demo · central", "finished")]
+    assert sorted((run.name, run.status) for run in runs) == [
+        ("Demo · biggest", "finished"),
+        ("Demo · central", "finished"),
+    ]
     for run in runs:  # the folders the dashboard uses beside its store
         assert Path(run.model_path).parent == tmp_path / "runs" / "models"
         assert list((tmp_path / "runs" / "tensorboard" / run.id).rglob("events.out.tfevents.*"))

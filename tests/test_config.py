@@ -1,6 +1,6 @@
-import pytest
-
 import dataclasses
+
+import pytest
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig, settings
 from fedlab.errors import ConfigError
@@ -12,18 +12,21 @@ def test_presets_match_the_study():
     assert PRESETS["habits"] == (*PRESETS["biggest"], "user_habits")  # the study's biggest plus user habits
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"features": ()}, "at least one feature"),
-    ({"features": ("cat_id", "nope")}, "unknown feature"),
-    ({"rounds": 0}, "rounds"),
-    ({"epochs": -1}, "local epochs"),
-    ({"batch_size": 0}, "batch size"),
-    ({"client_lr": 0.0}, "client learning rate"),
-    ({"server_lr": -1.0}, "server learning rate"),
-    ({"client_lr": float("nan")}, "client learning rate"),
-    ({"dp_noise": 1.0}, "clipping norm"),
-    ({"workers": ("localhost",)}, "host:port"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"features": ()}, "at least one feature"),
+        ({"features": ("cat_id", "nope")}, "unknown feature"),
+        ({"rounds": 0}, "rounds"),
+        ({"epochs": -1}, "local epochs"),
+        ({"batch_size": 0}, "batch size"),
+        ({"client_lr": 0.0}, "client learning rate"),
+        ({"server_lr": -1.0}, "server learning rate"),
+        ({"client_lr": float("nan")}, "client learning rate"),
+        ({"dp_noise": 1.0}, "clipping norm"),
+        ({"workers": ("localhost",)}, "host:port"),
+    ],
+)
 def test_bad_settings_are_refused_with_a_message(changes, message):
     with pytest.raises(ConfigError, match=message):
         ExperimentConfig(**changes)
@@ -61,17 +64,20 @@ def test_runs_stored_with_the_old_data_seed_keep_it():
     assert ExperimentConfig.from_dict(newer).seed == 2  # the top-level seed wins
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"rounds": 1001}, "rounds must be a whole number of at most 1000, not 1001"),
-    ({"rounds": 2.5}, "rounds must be a whole number of at least 1, not 2.5"),
-    ({"top_users": 0}, "top users must be a whole number of at least 1 (or all), not 0"),
-    ({"dropout": 1.0}, "GRU dropout must be a number below 1, not 1.0"),
-    ({"client_dropout": -0.1}, "client dropout must be a number of at least 0, not -0.1"),
-    ({"dp_clip": 0.0}, "DP clipping norm must be a number above 0 (or off), not 0.0"),
-    ({"mode": "solo"}, "mode must be one of federated, centralized, not 'solo'"),
-    ({"iid": "yes"}, "IID clients must be yes or no"),
-    ({"seed": -1}, "seed must be a whole number of at least 0, not -1"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"rounds": 1001}, "rounds must be a whole number of at most 1000, not 1001"),
+        ({"rounds": 2.5}, "rounds must be a whole number of at least 1, not 2.5"),
+        ({"top_users": 0}, "top users must be a whole number of at least 1 (or all), not 0"),
+        ({"dropout": 1.0}, "GRU dropout must be a number below 1, not 1.0"),
+        ({"client_dropout": -0.1}, "client dropout must be a number of at least 0, not -0.1"),
+        ({"dp_clip": 0.0}, "DP clipping norm must be a number above 0 (or off), not 0.0"),
+        ({"mode": "solo"}, "mode must be one of federated, centralized, not 'solo'"),
+        ({"iid": "yes"}, "IID clients must be yes or no"),
+        ({"seed": -1}, "seed must be a whole number of at least 0, not -1"),
+    ],
+)
 def test_bounds_in_the_field_metadata_give_the_message(changes, message):
     with pytest.raises(ConfigError) as caught:
         ExperimentConfig().replace(**changes)

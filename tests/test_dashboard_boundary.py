@@ -1,5 +1,6 @@
 """Streamlit stays in the dashboard: only fedlab/dashboard/ (and the page scripts in pages/) import it, and the
 one private Streamlit setting the dashboard relies on still behaves as fedlab.dashboard.state expects."""
+
 import ast
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def _imports_streamlit(path: Path) -> bool:
 
 def test_only_the_dashboard_package_imports_streamlit():
     package = Path(fedlab.__file__).parent
-    offenders = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
-                       if p.relative_to(package).parts[0] != DASHBOARD and _imports_streamlit(p))
+    offenders = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.relative_to(package).parts[0] != DASHBOARD and _imports_streamlit(p)
+    )
     assert offenders == []
 
 

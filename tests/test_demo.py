@@ -1,4 +1,5 @@
 """Demo runs: their configs, which of them a store still lacks, and training the missing ones (with a fake)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +28,7 @@ def add_run(store: RunStore, name: str, status: str) -> str:
 
 
 # ----- the configs -----
+
 
 def test_two_demo_runs_central_then_biggest():
     runs = demo_runs()
@@ -61,6 +63,7 @@ def test_demo_data_gives_every_client_training_and_validation_sequences():
 
 # ----- which are missing -----
 
+
 def test_an_empty_store_misses_both(store: RunStore):
     assert missing_demo_runs(store) == demo_runs()
 
@@ -86,11 +89,17 @@ def test_other_runs_do_not_count(store: RunStore):
 
 # ----- training them (fake experiment) -----
 
+
 def test_run_demos_trains_the_missing_ones_to_the_end(store: RunStore, tmp_path: Path):
     add_run(store, "Demo · central", "finished")
     done: list[str] = []
-    run_ids = run_demos(store, model_dir=tmp_path / "models", tensorboard_dir=tmp_path / "tensorboard",
-                        experiment_factory=FakeExperiment, on_finished=done.append)
+    run_ids = run_demos(
+        store,
+        model_dir=tmp_path / "models",
+        tensorboard_dir=tmp_path / "tensorboard",
+        experiment_factory=FakeExperiment,
+        on_finished=done.append,
+    )
     assert done == run_ids and len(run_ids) == 1
     run = store.get_run(run_ids[0])
     assert (run.name, run.status) == ("Demo · biggest", "finished")

@@ -1,4 +1,5 @@
 """The training engine on tiny models: three clients, two rounds."""
+
 import dataclasses
 
 import numpy as np
@@ -77,8 +78,9 @@ def test_habits_need_data_prepared_with_them(small_city, build_cache):
     from fedlab.pipeline import prepare
 
     data = prepare(small_city, DataConfig(top_users=3, n=9))
-    experiment = Experiment(ExperimentConfig(data=data.config, features=PRESETS["habits"], **TINY), data=data,
-                            cache=build_cache)
+    experiment = Experiment(
+        ExperimentConfig(data=data.config, features=PRESETS["habits"], **TINY), data=data, cache=build_cache
+    )
     with pytest.raises(ConfigError, match="user_habits"):
         experiment.prepare()
 
@@ -105,14 +107,23 @@ def test_early_stopping_keeps_the_best_round(tiny_data):
     """The loop itself, without TFF: validation losses 1.0, 0.5, 0.6, 0.7, 0.8 with patience 2."""
     from fedlab.engine import RoundTiming, _Step
 
-    experiment = Experiment(ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2),
-                            data=tiny_data)
+    experiment = Experiment(
+        ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2), data=tiny_data
+    )
     losses = [1.0, 0.5, 0.6, 0.7, 0.8]
 
     def fake_epochs():
         for i, loss in enumerate(losses):
-            yield _Step(train_loss=1.0, train_accuracy=0.5, val_loss=loss, val_accuracy=0.5, clients=3,
-                        weights=[np.full(1, i)], seconds=0.01, timing=RoundTiming(0.01, 0.0, 0.0))
+            yield _Step(
+                train_loss=1.0,
+                train_accuracy=0.5,
+                val_loss=loss,
+                val_accuracy=0.5,
+                clients=3,
+                weights=[np.full(1, i)],
+                seconds=0.01,
+                timing=RoundTiming(0.01, 0.0, 0.0),
+            )
 
     experiment._centralized_epochs = fake_epochs
     records = list(experiment.rounds())
@@ -122,15 +133,18 @@ def test_early_stopping_keeps_the_best_round(tiny_data):
     assert len(experiment.round_timings) == 4
 
 
-@pytest.mark.parametrize("losses, patience, best, stop", [
-    ([], 2, 0, False),
-    ([1.0], 1, 1, False),
-    ([1.0, 0.5, 0.6], 2, 2, False),
-    ([1.0, 0.5, 0.6, 0.7], 2, 2, True),
-    ([1.0, 1.0], 1, 1, True),  # an equal loss is no improvement: the first round stays kept
-    ([float("nan"), 2.0], 5, 2, False),  # a NaN loss is never kept
-    ([float("nan")], 1, 0, True),
-])
+@pytest.mark.parametrize(
+    "losses, patience, best, stop",
+    [
+        ([], 2, 0, False),
+        ([1.0], 1, 1, False),
+        ([1.0, 0.5, 0.6], 2, 2, False),
+        ([1.0, 0.5, 0.6, 0.7], 2, 2, True),
+        ([1.0, 1.0], 1, 1, True),  # an equal loss is no improvement: the first round stays kept
+        ([float("nan"), 2.0], 5, 2, False),  # a NaN loss is never kept
+        ([float("nan")], 1, 0, True),
+    ],
+)
 def test_early_stopping_decision(losses, patience, best, stop):
     decision = early_stopping(losses, patience=patience)
     assert (decision.best_round, decision.stop) == (best, stop)

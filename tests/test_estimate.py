@@ -1,4 +1,5 @@
 """The run-duration estimate of the Train page, from hand-built earlier rounds."""
+
 import pandas as pd
 import pytest
 

@@ -1,4 +1,5 @@
 """fedlab.explain: the account of one round names the round's own figures and the run's settings."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,23 @@ from fedlab.explain import round_explanation, sampled_clients
 
 
 def latest(**changes) -> pd.Series:
-    row = {"round": 4, "train_loss": 1.234, "train_accuracy": 0.41, "val_loss": 1.5, "val_accuracy": 0.375,
-           "clients": 18, "seconds": 2.0, "is_best": True}
+    row = {
+        "round": 4,
+        "train_loss": 1.234,
+        "train_accuracy": 0.41,
+        "val_loss": 1.5,
+        "val_accuracy": 0.375,
+        "clients": 18,
+        "seconds": 2.0,
+        "is_best": True,
+    }
     return pd.Series({**row, **changes})
 
 
 def test_every_step_of_a_federated_round_with_its_figures():
-    config = ExperimentConfig(rounds=10, clients_per_round=20, epochs=2, batch_size=8, client_lr=0.05,
-                              client_dropout=0.1)
+    config = ExperimentConfig(
+        rounds=10, clients_per_round=20, epochs=2, batch_size=8, client_lr=0.05, client_dropout=0.1
+    )
     text = round_explanation(config, latest(), total_clients=100)
     assert text.startswith("**Round 4** of at most 10")
     assert "20 of the 100 clients" in text and "probability 10%" in text and "**18 reported back**" in text
@@ -31,8 +41,9 @@ def test_every_step_of_a_federated_round_with_its_figures():
 
 
 def test_no_dropout_no_dp_and_all_clients():
-    text = round_explanation(ExperimentConfig(server_optimizer="adam", server_lr=0.5), latest(is_best=False),
-                             total_clients=12)
+    text = round_explanation(
+        ExperimentConfig(server_optimizer="adam", server_lr=0.5), latest(is_best=False), total_clients=12
+    )
     assert "all 12 clients" in text and "reported back" not in text and "noise" not in text
     assert "Adam with learning rate 0.5" in text and "plain FedAvg" not in text and "best so far" not in text
 

@@ -1,4 +1,5 @@
 """fedlab.explore on tiny hand-built check-in frames, where every expected number can be counted by eye."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +24,16 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
 @pytest.fixture
 def checkins() -> pd.DataFrame:
     # User a: 3 check-ins, b: 2, c: 1. 2012-04-03 was a Tuesday.
-    return frame([
-        ("a", "v1", "Coffee Shop", "2012-04-03 02:00", -240),  # local Monday 22:00
-        ("a", "v2", "Office", "2012-04-03 13:30", -240),  # local Tuesday 09:30
-        ("a", "v1", "Coffee Shop", "2012-04-04 12:00", -240),  # local Wednesday 08:00
-        ("b", "v3", "Bar", "2012-04-07 03:00", 0),  # Saturday 03:00 (UTC = local)
-        ("b", "v2", "Office", "2012-04-09 09:00", 60),  # Monday 10:00
-        ("c", "v4", "Not A Real Category", "2012-04-10 23:30", 60),  # Wednesday 00:30
-    ])
+    return frame(
+        [
+            ("a", "v1", "Coffee Shop", "2012-04-03 02:00", -240),  # local Monday 22:00
+            ("a", "v2", "Office", "2012-04-03 13:30", -240),  # local Tuesday 09:30
+            ("a", "v1", "Coffee Shop", "2012-04-04 12:00", -240),  # local Wednesday 08:00
+            ("b", "v3", "Bar", "2012-04-07 03:00", 0),  # Saturday 03:00 (UTC = local)
+            ("b", "v2", "Office", "2012-04-09 09:00", 60),  # Monday 10:00
+            ("c", "v4", "Not A Real Category", "2012-04-10 23:30", 60),  # Wednesday 00:30
+        ]
+    )
 
 
 def test_overview_counts_rows_users_venues_categories_and_time_span(checkins):
@@ -69,8 +72,14 @@ def test_hour_weekday_counts_use_local_time(checkins):
     assert table.shape == (7, 24)
     assert list(table.index) == list(explore.WEEKDAYS) and list(table.columns) == list(range(24))
     assert table.to_numpy().sum() == len(checkins)
-    expected = {("Monday", 22): 1, ("Tuesday", 9): 1, ("Wednesday", 8): 1, ("Saturday", 3): 1,
-                ("Monday", 10): 1, ("Wednesday", 0): 1}
+    expected = {
+        ("Monday", 22): 1,
+        ("Tuesday", 9): 1,
+        ("Wednesday", 8): 1,
+        ("Saturday", 3): 1,
+        ("Monday", 10): 1,
+        ("Wednesday", 0): 1,
+    }
     for (day, hour), count in expected.items():
         assert table.loc[day, hour] == count, (day, hour)
     assert table.loc["Tuesday", 2] == 0  # the UTC hour of the first row is not used

@@ -1,10 +1,16 @@
 """fedlab.fairness: per-client tables, best and worst served clients, and the data-size correlation."""
+
 from __future__ import annotations
 
 import pandas as pd
 
-from fedlab.fairness import (FAIRNESS_CLIENTS, accuracy_checkins_correlation, best_and_worst, client_table,
-                             correlation_text)
+from fedlab.fairness import (
+    FAIRNESS_CLIENTS,
+    accuracy_checkins_correlation,
+    best_and_worst,
+    client_table,
+    correlation_text,
+)
 
 
 def per_client(count: int) -> dict:
@@ -21,9 +27,13 @@ def test_client_table_keeps_scored_clients_best_first_with_their_check_ins():
 
 
 def test_ties_go_to_more_targets_then_to_the_client_id():
-    table = client_table({"b": {"accuracy": 0.5, "examples": 3, "checkins": 9},
-                          "a": {"accuracy": 0.5, "examples": 3, "checkins": 9},
-                          "z": {"accuracy": 0.5, "examples": 7, "checkins": 9}})
+    table = client_table(
+        {
+            "b": {"accuracy": 0.5, "examples": 3, "checkins": 9},
+            "a": {"accuracy": 0.5, "examples": 3, "checkins": 9},
+            "z": {"accuracy": 0.5, "examples": 7, "checkins": 9},
+        }
+    )
     assert list(table["client"]) == ["z", "a", "b"]
 
 
@@ -39,6 +49,7 @@ def test_correlation_needs_three_distinct_clients():
     assert accuracy_checkins_correlation(client_table(per_client(2))) is None
     assert "Too few distinct clients" in correlation_text(client_table(per_client(2)))
     assert accuracy_checkins_correlation(client_table(per_client(6))) == 1.0
-    falling = pd.DataFrame({"client": list("abcd"), "accuracy": [0.9, 0.7, 0.5, 0.1], "examples": 5,
-                            "checkins": [10, 20, 30, 40]})
+    falling = pd.DataFrame(
+        {"client": list("abcd"), "accuracy": [0.9, 0.7, 0.5, 0.1], "examples": 5, "checkins": [10, 20, 30, 40]}
+    )
     assert "-1.00" in correlation_text(falling)

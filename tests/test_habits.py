@@ -1,4 +1,5 @@
 """The user-habit feature: each check-in sees only its own user's transitions that already happened."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,10 +50,18 @@ def test_shares_sum_to_one_where_there_is_history():
 
 
 def _frame(count: int) -> pd.DataFrame:
-    return pd.DataFrame({"user": "u1", "venue": "v", "category_id": "c",
-                         "category": [("Bar", "Office", "Park")[k % 3] for k in range(count)],
-                         "latitude": 40.7, "longitude": -74.0, "tz_offset": 0,
-                         "utc_time": pd.Timestamp("2012-04-03") + pd.to_timedelta(np.arange(count), unit="h")})
+    return pd.DataFrame(
+        {
+            "user": "u1",
+            "venue": "v",
+            "category_id": "c",
+            "category": [("Bar", "Office", "Park")[k % 3] for k in range(count)],
+            "latitude": 40.7,
+            "longitude": -74.0,
+            "tz_offset": 0,
+            "utc_time": pd.Timestamp("2012-04-03") + pd.to_timedelta(np.arange(count), unit="h"),
+        }
+    )
 
 
 def test_prepared_sequences_carry_habits_only_when_asked():
@@ -73,8 +82,16 @@ def test_a_model_with_habits_saves_and_reloads(tmp_path):
 
     from fedlab.model import ModelSpec, build_model
 
-    spec = ModelSpec(features=("cat_id", "user_habits"), steps=4, num_classes=3, vocab_sizes=(("cat_id", 3),),
-                     numeric_stats=(), gru_units=4, dropout=0.0, embedding_dim=2)
+    spec = ModelSpec(
+        features=("cat_id", "user_habits"),
+        steps=4,
+        num_classes=3,
+        vocab_sizes=(("cat_id", 3),),
+        numeric_stats=(),
+        gru_units=4,
+        dropout=0.0,
+        embedding_dim=2,
+    )
     model = build_model(spec)
     model.save(tmp_path / "model.keras")
     again = tf.keras.models.load_model(tmp_path / "model.keras")

@@ -1,4 +1,5 @@
 """The job manager, driven by a fake experiment that yields rounds quickly."""
+
 from __future__ import annotations
 
 import logging
@@ -67,7 +68,8 @@ def training_threads() -> list[threading.Thread]:
 
 
 def test_run_rounds_reach_store_in_order_and_it_finishes_with_test_and_baselines(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     run_id = manager.submit(config(rounds=4), session_id="s1")
     assert manager.wait_idle(WAIT)
     run = store.get_run(run_id)
@@ -83,7 +85,8 @@ def test_run_rounds_reach_store_in_order_and_it_finishes_with_test_and_baselines
 
 
 def test_run_shows_testing_after_its_last_round_while_the_kept_model_is_tested(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     seen: list[tuple[str, int]] = []
 
     def record_status(experiment: FakeExperiment) -> None:
@@ -127,7 +130,8 @@ def test_failed_model_save_keeps_the_results(manager: JobManager, store: RunStor
 
 
 def test_rounds_are_in_the_store_while_the_run_is_still_going(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     reached, release = hold_first_run_at_round(factory, 3)
     run_id = manager.submit(config(rounds=4))
     assert reached.wait(WAIT)
@@ -138,7 +142,8 @@ def test_rounds_are_in_the_store_while_the_run_is_still_going(
 
 
 def test_two_runs_run_one_after_the_other_with_second_at_position_one(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     reached, release = hold_first_run_at_round(factory, 2)
     first = manager.submit(config())
     second = manager.submit(config())
@@ -165,7 +170,8 @@ def test_run_submitted_after_the_worker_went_idle_still_runs(manager: JobManager
 
 
 def test_stop_of_running_run_ends_it_after_the_current_round_keeping_rounds(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     def stop_during_round_three(experiment: FakeExperiment, number: int) -> None:
         if number == 3:
             manager.stop(manager.active()[0])
@@ -203,7 +209,8 @@ def test_stop_of_inactive_run_changes_nothing(manager: JobManager, store: RunSto
 
 
 def test_fedlab_error_in_prepare_fails_the_run_with_its_message(
-        manager: JobManager, store: RunStore, factory: FakeFactory):
+    manager: JobManager, store: RunStore, factory: FakeFactory
+):
     factory.prepare_error = DataError("latitude is not a number", line=12, column="latitude")
     run_id = manager.submit(config())
     assert manager.wait_idle(WAIT)
@@ -214,7 +221,8 @@ def test_fedlab_error_in_prepare_fails_the_run_with_its_message(
 
 
 def test_unexpected_error_fails_the_run_is_logged_and_the_next_job_runs(
-        manager: JobManager, store: RunStore, factory: FakeFactory, caplog: pytest.LogCaptureFixture):
+    manager: JobManager, store: RunStore, factory: FakeFactory, caplog: pytest.LogCaptureFixture
+):
     def explode_in_first_run(experiment: FakeExperiment, number: int) -> None:
         if experiment is factory.made[0] and number == 2:
             raise RuntimeError("boom")
@@ -240,8 +248,7 @@ def test_no_thread_starts_before_the_first_submit(store: RunStore, factory: Fake
     jobs.shutdown(timeout=WAIT)
 
 
-def test_shutdown_stops_the_running_run_drops_the_queue_and_joins_the_thread(
-        store: RunStore, factory: FakeFactory):
+def test_shutdown_stops_the_running_run_drops_the_queue_and_joins_the_thread(store: RunStore, factory: FakeFactory):
     jobs = JobManager(store, experiment_factory=factory)
     reached, release = hold_first_run_at_round(factory, 2)
     running = jobs.submit(config(rounds=50))
@@ -261,6 +268,7 @@ def test_shutdown_stops_the_running_run_drops_the_queue_and_joins_the_thread(
 
 
 # ----- TensorBoard logs -----
+
 
 def logged_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] from every event file under `folder` (tf.summary writes scalars as tensors)."""
@@ -282,7 +290,8 @@ def logging_manager(store: RunStore, factory: FakeFactory, tmp_path: Path) -> It
 
 
 def test_tensorboard_log_of_a_run_holds_every_rounds_scalars(
-        logging_manager: JobManager, store: RunStore, tmp_path: Path):
+    logging_manager: JobManager, store: RunStore, tmp_path: Path
+):
     run_id = logging_manager.submit(config(rounds=3))
     assert logging_manager.wait_idle(WAIT)
     scalars = logged_scalars(tmp_path / "tensorboard" / run_id)
@@ -294,7 +303,8 @@ def test_tensorboard_log_of_a_run_holds_every_rounds_scalars(
 
 
 def test_tensorboard_log_shows_rounds_while_the_run_is_going(
-        logging_manager: JobManager, factory: FakeFactory, tmp_path: Path):
+    logging_manager: JobManager, factory: FakeFactory, tmp_path: Path
+):
     reached, release = hold_first_run_at_round(factory, 3)
     run_id = logging_manager.submit(config(rounds=4))
     assert reached.wait(WAIT)
@@ -313,7 +323,8 @@ def test_each_run_logs_into_its_own_folder(logging_manager: JobManager, tmp_path
 
 
 def test_unwritable_tensorboard_dir_keeps_the_run_and_notes_why(
-        store: RunStore, factory: FakeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    store: RunStore, factory: FakeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the log folder should go")
     pytest.importorskip("tensorflow")
@@ -340,6 +351,7 @@ def test_without_tensorboard_dir_no_event_file_is_written(manager: JobManager, t
 
 # ----- one server, a whole class: the per-session queue limit -----
 
+
 @pytest.fixture
 def limited(store: RunStore, factory: FakeFactory) -> Iterator[JobManager]:
     jobs = JobManager(store, experiment_factory=factory, queue_limit=3)
@@ -348,7 +360,8 @@ def limited(store: RunStore, factory: FakeFactory) -> Iterator[JobManager]:
 
 
 def test_a_fourth_run_of_one_session_is_refused_and_nothing_is_queued(
-        limited: JobManager, store: RunStore, factory: FakeFactory):
+    limited: JobManager, store: RunStore, factory: FakeFactory
+):
     reached, release = hold_first_run_at_round(factory, 1)
     mine = [limited.submit(config(), session_id="a") for _ in range(3)]  # one training, two waiting
     assert reached.wait(WAIT)
@@ -393,6 +406,7 @@ def test_queue_limit_from_env(monkeypatch: pytest.MonkeyPatch):
 
 
 # ----- the recording driver the job manager shares with `fedlab run` -----
+
 
 def test_record_run_marks_a_ctrl_c_interrupted_keeping_its_rounds(store: RunStore, factory: FakeFactory):
     from fedlab.recording import record_run

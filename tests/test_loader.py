@@ -1,4 +1,5 @@
 """fedlab.loader: formats, compression, encodings, errors with line/column, skipping, duplicates."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,18 +21,30 @@ from tests.helpers import compressed
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/foursquare"
 HEADER = ",".join(CSV_HEADER)
 TIME = "Tue Apr 03 18:00:09 +0000 2012"
-DTYPES = {"user": object, "venue": object, "category_id": object, "category": object,
-          "latitude": np.float64, "longitude": np.float64, "tz_offset": np.int64, "utc_time": np.dtype("<M8[ns]")}
+DTYPES = {
+    "user": object,
+    "venue": object,
+    "category_id": object,
+    "category": object,
+    "latitude": np.float64,
+    "longitude": np.float64,
+    "tz_offset": np.int64,
+    "utc_time": np.dtype("<M8[ns]"),
+}
 
 
-def row(user="1", venue="v1", cat_id="c1", category="Bar", lat="40.7", lon="-73.9", tz="-240", time=TIME,
-        sep="\t") -> str:
+def row(
+    user="1", venue="v1", cat_id="c1", category="Bar", lat="40.7", lon="-73.9", tz="-240", time=TIME, sep="\t"
+) -> str:
     return sep.join([user, venue, cat_id, category, lat, lon, tz, time])
 
 
 def good_rows(sep="\t") -> list[str]:
-    return [row(sep=sep), row(user="2", venue="v2", category="Café", time="Wed Apr 04 09:30:00 +0000 2012", sep=sep),
-            row(user="1", venue="v3", category="Office", lat="40.75", time="Thu Apr 05 12:00:00 +0000 2012", sep=sep)]
+    return [
+        row(sep=sep),
+        row(user="2", venue="v2", category="Café", time="Wed Apr 04 09:30:00 +0000 2012", sep=sep),
+        row(user="1", venue="v3", category="Office", lat="40.75", time="Thu Apr 05 12:00:00 +0000 2012", sep=sep),
+    ]
 
 
 def write(tmp_path: Path, text: str | bytes, *, encoding="latin-1", name="checkins.txt") -> Path:
@@ -107,14 +120,20 @@ def test_utf8_bom_is_ignored(tmp_path):
 def test_header_columns_in_any_order(tmp_path):
     names = list(CSV_HEADER)
     order = [7, 0, 1, 2, 3, 4, 5, 6]
-    lines = [",".join(names[i] for i in order)] + [",".join(line.split(",")[i] for i in order) for line in good_rows(",")]
+    lines = [",".join(names[i] for i in order)] + [
+        ",".join(line.split(",")[i] for i in order) for line in good_rows(",")
+    ]
     frame = load_checkins(write(tmp_path, "\n".join(lines))).frame
     assert tuple(frame.columns) == COLUMNS
     assert frame["utc_time"].iloc[0] == pd.Timestamp("2012-04-03 18:00:09")
 
 
 def test_csv_quoted_fields(tmp_path):
-    lines = [HEADER, row(category='"Bar, Pub"', time=f'"{TIME}"', sep=","), row(user='"2"', category='"A ""quoted"" name"', sep=",")]
+    lines = [
+        HEADER,
+        row(category='"Bar, Pub"', time=f'"{TIME}"', sep=","),
+        row(user='"2"', category='"A ""quoted"" name"', sep=","),
+    ]
     frame = load_checkins(write(tmp_path, "\n".join(lines))).frame
     assert frame["category"].tolist() == ["Bar, Pub", 'A "quoted" name']
     assert frame["user"].tolist() == ["1", "2"]
@@ -266,21 +285,24 @@ def test_header_without_rows(tmp_path):
     assert "no check-ins" in str(load_error(write(tmp_path, HEADER + "\n")))
 
 
-@pytest.mark.parametrize("field, value, column, reason", [
-    ("lat", "north", "latitude", "non-numeric latitude"),
-    ("lat", "", "latitude", "non-numeric latitude"),
-    ("lat", "91.5", "latitude", "latitude out of range"),
-    ("lon", "-180.01", "longitude", "longitude out of range"),
-    ("lon", "nan", "longitude", "non-numeric longitude"),
-    ("tz", "-240.5", "tz_offset", "non-integer timezone offset"),
-    ("tz", "minus", "tz_offset", "non-integer timezone offset"),
-    ("tz", "900", "tz_offset", "timezone offset out of range"),
-    ("time", "2012-04-03 18:00:09", "utc_time", "unparseable timestamp"),
-    ("time", "Thu Feb 30 18:00:09 +0000 2012", "utc_time", "impossible timestamp"),
-    ("time", "Tue Apr 03 24:00:09 +0000 2012", "utc_time", "impossible timestamp"),
-    ("user", "", "user", "missing user id"),
-    ("category", "  ", "category", "missing category"),
-])
+@pytest.mark.parametrize(
+    "field, value, column, reason",
+    [
+        ("lat", "north", "latitude", "non-numeric latitude"),
+        ("lat", "", "latitude", "non-numeric latitude"),
+        ("lat", "91.5", "latitude", "latitude out of range"),
+        ("lon", "-180.01", "longitude", "longitude out of range"),
+        ("lon", "nan", "longitude", "non-numeric longitude"),
+        ("tz", "-240.5", "tz_offset", "non-integer timezone offset"),
+        ("tz", "minus", "tz_offset", "non-integer timezone offset"),
+        ("tz", "900", "tz_offset", "timezone offset out of range"),
+        ("time", "2012-04-03 18:00:09", "utc_time", "unparseable timestamp"),
+        ("time", "Thu Feb 30 18:00:09 +0000 2012", "utc_time", "impossible timestamp"),
+        ("time", "Tue Apr 03 24:00:09 +0000 2012", "utc_time", "impossible timestamp"),
+        ("user", "", "user", "missing user id"),
+        ("category", "  ", "category", "missing category"),
+    ],
+)
 def test_bad_value_names_line_and_column(tmp_path, field, value, column, reason):
     lines = good_rows()
     lines[1] = row(**{field: value})
@@ -340,8 +362,12 @@ def test_skip_bad_rows_counts_by_reason(tmp_path):
     lines = good_rows() + [row(lat="100"), row(lat="95"), row(time="never"), row() + "\tx", row(tz="1000")]
     result = load_checkins(raw_file(tmp_path, lines), skip_bad_rows=True)
     assert len(result.frame) == 3
-    assert result.skipped == {"latitude out of range": 2, "unparseable timestamp": 1,
-                              "wrong number of columns": 1, "timezone offset out of range": 1}
+    assert result.skipped == {
+        "latitude out of range": 2,
+        "unparseable timestamp": 1,
+        "wrong number of columns": 1,
+        "timezone offset out of range": 1,
+    }
 
 
 def test_skipping_keeps_the_good_rows_in_order(tmp_path):
@@ -397,6 +423,7 @@ def test_format_utc_is_the_inverse_of_parse_utc():
 
 # --- property-based --------------------------------------------------------------------------
 
+
 def _unambiguous(text: str) -> bool:
     """Latin-1 text whose bytes are not also valid UTF-8 (such a file is read as UTF-8, by design)."""
     try:
@@ -406,14 +433,28 @@ def _unambiguous(text: str) -> bool:
     return text.isascii()
 
 
-_TEXT = (st.text(st.characters(codec="latin-1", exclude_categories=("Cc",)), min_size=1, max_size=12)
-         .map(str.strip).filter(bool).filter(_unambiguous))
-_ROWS = st.lists(st.tuples(
-    _TEXT, _TEXT, _TEXT, _TEXT,
-    st.floats(-90, 90, allow_nan=False), st.floats(-180, 180, allow_nan=False),
-    st.integers(-720, 840),
-    st.datetimes(min_value=pd.Timestamp("1900-01-01").to_pydatetime(), max_value=pd.Timestamp("2100-12-31").to_pydatetime()),
-), min_size=1, max_size=20)
+_TEXT = (
+    st.text(st.characters(codec="latin-1", exclude_categories=("Cc",)), min_size=1, max_size=12)
+    .map(str.strip)
+    .filter(bool)
+    .filter(_unambiguous)
+)
+_ROWS = st.lists(
+    st.tuples(
+        _TEXT,
+        _TEXT,
+        _TEXT,
+        _TEXT,
+        st.floats(-90, 90, allow_nan=False),
+        st.floats(-180, 180, allow_nan=False),
+        st.integers(-720, 840),
+        st.datetimes(
+            min_value=pd.Timestamp("1900-01-01").to_pydatetime(), max_value=pd.Timestamp("2100-12-31").to_pydatetime()
+        ),
+    ),
+    min_size=1,
+    max_size=20,
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -445,8 +486,15 @@ def test_uncorrupted_fuzz_inputs_load(kind):
     assert len(load_checkins(_good_file(kind)).frame) >= 3
 
 
-_CORRUPTION = st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete", "truncate"]),
-                                 st.integers(0, 10_000), st.binary(min_size=1, max_size=3)), min_size=1, max_size=4)
+_CORRUPTION = st.lists(
+    st.tuples(
+        st.sampled_from(["replace", "insert", "delete", "truncate"]),
+        st.integers(0, 10_000),
+        st.binary(min_size=1, max_size=3),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -456,11 +504,11 @@ def test_corrupted_files_give_a_data_error_or_a_valid_frame(kind, corruption, sk
     for action, position, payload in corruption:
         at = position % (len(data) + 1)
         if action == "replace":
-            data[at:at + len(payload)] = payload
+            data[at : at + len(payload)] = payload
         elif action == "insert":
             data[at:at] = payload
         elif action == "delete":
-            del data[at:at + len(payload)]
+            del data[at : at + len(payload)]
         else:
             del data[at:]
     try:
@@ -478,7 +526,9 @@ def test_corrupted_files_give_a_data_error_or_a_valid_frame(kind, corruption, sk
 # --- the real NYC files (skipped when absent) ------------------------------------------------
 
 
-@pytest.mark.skipif(not (REAL_DIR / "dataset_TSMC2014_NYC_subset_reconstructed.txt").exists(), reason="real data absent")
+@pytest.mark.skipif(
+    not (REAL_DIR / "dataset_TSMC2014_NYC_subset_reconstructed.txt").exists(), reason="real data absent"
+)
 def test_real_subset_file():
     result = load_checkins(REAL_DIR / "dataset_TSMC2014_NYC_subset_reconstructed.txt")
     # 147,918 lines, of which 386 exact duplicates (times truncated to the minute) are dropped.

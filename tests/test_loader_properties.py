@@ -15,6 +15,7 @@ corruptions of five small files give a DataError or a valid frame. Here:
 - the size limit holds for plain and compressed files;
 - parse_utc never fails, and inverts format_utc.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,18 @@ from fedlab.errors import DataError
 from fedlab.loader import COLUMNS, CSV_HEADER, format_utc, load_checkins, parse_utc
 from tests.helpers import compressed
 
-DTYPES = {"user": object, "venue": object, "category_id": object, "category": object,
-          "latitude": np.float64, "longitude": np.float64, "tz_offset": np.int64, "utc_time": np.dtype("<M8[ns]")}
+DTYPES = {
+    "user": object,
+    "venue": object,
+    "category_id": object,
+    "category": object,
+    "latitude": np.float64,
+    "longitude": np.float64,
+    "tz_offset": np.int64,
+    "utc_time": np.dtype("<M8[ns]"),
+}
+
+
 def SETTINGS(max_examples: int) -> settings:
     return settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,6 +55,7 @@ DAYS = "Mon Tue Wed Thu Fri Sat Sun".split()
 
 
 # ----- strategies --------------------------------------------------------------------------------------------
+
 
 def _text(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     # Text as a person might type it: no control characters (tabs and line breaks are the format's).
@@ -61,10 +73,16 @@ def checkins(draw, alphabet=UNICODE) -> list[tuple]:
     """Rows of canonical values: (user, venue, category id, category, lat, lon, tz minutes, utc time)."""
     text = st.one_of(_text(alphabet), TRICKY)
     users = draw(st.lists(text, min_size=1, max_size=4))
-    row = st.tuples(st.sampled_from(users), text, text, text,
-                    st.floats(-90, 90, allow_nan=False), st.floats(-180, 180, allow_nan=False),
-                    st.integers(-720, 840),
-                    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)))
+    row = st.tuples(
+        st.sampled_from(users),
+        text,
+        text,
+        text,
+        st.floats(-90, 90, allow_nan=False),
+        st.floats(-180, 180, allow_nan=False),
+        st.integers(-720, 840),
+        st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)),
+    )
     rows = draw(st.lists(row, min_size=1, max_size=15))
     # Now and then the same check-in twice: dropped and counted, never an error.
     if draw(st.booleans()):
@@ -79,8 +97,10 @@ def timestamps(draw, utc: datetime) -> str:
     local = utc + timedelta(minutes=offset)
     sign = "-" if offset < 0 else "+"
     day = f"{local.day:02d}" if draw(st.booleans()) or local.day >= 10 else str(local.day)  # "Apr 3" is read too
-    return (f"{DAYS[local.weekday()]} {MONTHS[local.month - 1]} {day} {local:%H:%M:%S} "
-            f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d} {local.year}")
+    return (
+        f"{DAYS[local.weekday()]} {MONTHS[local.month - 1]} {day} {local:%H:%M:%S} "
+        f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d} {local.year}"
+    )
 
 
 def expected_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -104,15 +124,23 @@ def assert_frame_promises(frame: pd.DataFrame) -> None:
 
 # ----- writing files ------------------------------------------------------------------------------------------
 
+
 def write_file(draw, rows: list[tuple], *, layout: str, encoding: str) -> bytes:
     """The rows as one file in `layout` ("raw", "csv" or "tsv"), with random but legal presentation."""
     order = list(COLUMNS) if layout == "raw" else draw(st.permutations(list(COLUMNS)))
     pad = draw(st.booleans())
     fields = []
     for user, venue, cat_id, category, lat, lon, tz, utc in rows:
-        values = {"user": user, "venue": venue, "category_id": cat_id, "category": category,
-                  "latitude": repr(lat), "longitude": repr(lon), "tz_offset": str(tz),
-                  "utc_time": draw(timestamps(utc))}
+        values = {
+            "user": user,
+            "venue": venue,
+            "category_id": cat_id,
+            "category": category,
+            "latitude": repr(lat),
+            "longitude": repr(lon),
+            "tz_offset": str(tz),
+            "utc_time": draw(timestamps(utc)),
+        }
         if pad:  # surrounding spaces in text fields are not part of the value
             values.update({c: f" {values[c]}  " for c in COLUMNS[:4]})
         fields.append([values[c] for c in order])
@@ -151,6 +179,7 @@ def _is_utf8(data: bytes) -> bool:
 
 # ----- properties -------------------------------------------------------------------------------------------
 
+
 @SETTINGS(60)
 @given(data=st.data(), layout=st.sampled_from(["raw", "csv", "tsv"]), encoding=st.sampled_from(["utf-8", "latin-1"]))
 def test_well_formed_files_in_every_layout_round_trip(data, layout, encoding):
@@ -167,9 +196,11 @@ def test_well_formed_files_in_every_layout_round_trip(data, layout, encoding):
     assert result.encoding == ("latin-1" if encoding == "latin-1" and not raw.isascii() else "utf-8")
 
 
-GOOD = [("u1", "v1", "c1", "Bar", 40.7, -73.9, -240, datetime(2012, 4, 3, 18, 0, 9)),
-        ("u1", "v2", "c2", "Café", 40.75, -73.95, -240, datetime(2012, 4, 4, 9, 30)),
-        ("u2", "v3", "c1", "Office", 40.8, -74.0, -300, datetime(2012, 4, 5, 12, 0))]
+GOOD = [
+    ("u1", "v1", "c1", "Bar", 40.7, -73.9, -240, datetime(2012, 4, 3, 18, 0, 9)),
+    ("u1", "v2", "c2", "Café", 40.75, -73.95, -240, datetime(2012, 4, 4, 9, 30)),
+    ("u2", "v3", "c1", "Office", 40.8, -74.0, -300, datetime(2012, 4, 5, 12, 0)),
+]
 
 
 def _raw_lines(rows) -> list[str]:
@@ -178,11 +209,31 @@ def _raw_lines(rows) -> list[str]:
 
 
 @SETTINGS(100)
-@given(line=st.integers(0, len(GOOD) - 1), column=st.integers(0, len(COLUMNS) - 1),
-       value=st.one_of(st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=34),
-                       st.sampled_from(["", " ", "-", "1e400", "nan", "inf", "91", "-180.0001", "841", "0x10",
-                                        "Fri Feb 29 10:00:00 +0000 2013", "Sun Jan 00 00:00:00 +0000 2012",
-                                        "Tue Apr 03 18:00:09 +1500 2012", "Tue Apr 03 18:00:60 +0000 2012"])))
+@given(
+    line=st.integers(0, len(GOOD) - 1),
+    column=st.integers(0, len(COLUMNS) - 1),
+    value=st.one_of(
+        st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=34),
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "-",
+                "1e400",
+                "nan",
+                "inf",
+                "91",
+                "-180.0001",
+                "841",
+                "0x10",
+                "Fri Feb 29 10:00:00 +0000 2013",
+                "Sun Jan 00 00:00:00 +0000 2012",
+                "Tue Apr 03 18:00:09 +1500 2012",
+                "Tue Apr 03 18:00:60 +0000 2012",
+            ]
+        ),
+    ),
+)
 @example(line=1, column=4, value="north")
 @example(line=2, column=7, value="Thu Feb 30 18:00:09 +0000 2012")
 def test_one_bad_field_is_reported_at_its_line_and_column(line, column, value):
@@ -216,8 +267,10 @@ BAD_ROWS = {
 
 
 @SETTINGS(50)
-@given(rows=checkins(LATIN1), bad=st.lists(st.tuples(st.sampled_from(sorted(BAD_ROWS)), st.integers(0, 10**6)),
-                                         min_size=1, max_size=5))
+@given(
+    rows=checkins(LATIN1),
+    bad=st.lists(st.tuples(st.sampled_from(sorted(BAD_ROWS)), st.integers(0, 10**6)), min_size=1, max_size=5),
+)
 def test_bad_rows_are_reported_first_or_skipped_and_counted(rows, bad):
     good = [line.split("\t") for line in _raw_lines(rows)]
     lines, reasons = list(good), [None] * len(good)
@@ -243,12 +296,16 @@ def test_bad_rows_are_reported_first_or_skipped_and_counted(rows, bad):
 
 
 @SETTINGS(150)
-@given(data=st.one_of(st.binary(max_size=400),
-                      st.text(st.sampled_from("\t\n\r,;\" 0123456789.-+:abcAprTue\x00é\ufeff"), max_size=300)
-                      .map(lambda t: t.encode("utf-8")),
-                      st.lists(st.text(max_size=40), max_size=12).map(lambda ls: "\n".join(ls).encode("utf-8",
-                                                                                                    "surrogatepass"))),
-       skip=st.booleans())
+@given(
+    data=st.one_of(
+        st.binary(max_size=400),
+        st.text(st.sampled_from('\t\n\r,;" 0123456789.-+:abcAprTue\x00é\ufeff'), max_size=300).map(
+            lambda t: t.encode("utf-8")
+        ),
+        st.lists(st.text(max_size=40), max_size=12).map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")),
+    ),
+    skip=st.booleans(),
+)
 def test_any_bytes_give_a_frame_or_a_data_error(data, skip):
     try:
         result = load_checkins(data, skip_bad_rows=skip)
@@ -272,8 +329,10 @@ def test_the_size_limit_holds_for_plain_and_compressed_files(rows, slack, kind):
 
 
 @SETTINGS(60)
-@given(times=st.lists(st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2261, 12, 31)), max_size=20),
-       junk=st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=35), max_size=10))
+@given(
+    times=st.lists(st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2261, 12, 31)), max_size=20),
+    junk=st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=35), max_size=10),
+)
 def test_parse_utc_inverts_format_utc_and_never_fails(times, junk):
     stamps = np.array([t.replace(microsecond=0) for t in times], dtype="datetime64[s]").astype("datetime64[ns]")
     parsed, codes = parse_utc(format_utc(stamps))

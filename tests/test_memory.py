@@ -1,4 +1,5 @@
 """Resident memory stays flat over real runs in one process: the dashboard trains run after run in one."""
+
 import gc
 
 import numpy as np
@@ -21,8 +22,9 @@ def test_runs_one_after_another_keep_resident_memory_flat(tiny_data):
     study's), against under 1 MB after. Garbage is collected before each reading, so only memory still
     referenced counts."""
     make = experiment_factory(BuildCache())
-    config = ExperimentConfig(data=tiny_data.config, gru_units=8, embedding_dim=4, rounds=1, epochs=1,
-                              batch_size=64, dropout=0.0)
+    config = ExperimentConfig(
+        data=tiny_data.config, gru_units=8, embedding_dim=4, rounds=1, epochs=1, batch_size=64, dropout=0.0
+    )
     rss = []
     for _ in range(RUNS):
         experiment = make(config, data=tiny_data)

@@ -1,4 +1,5 @@
 """fedlab.metrics on tiny hand-built arrays whose answers are worked out in each test."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,13 @@ from fedlab.metrics import (
 )
 
 # Three examples, four classes; the true class ranks 1st, 2nd and 4th.
-PROBS = np.array([
-    [0.1, 0.6, 0.2, 0.1],  # target 1: highest -> rank 1
-    [0.5, 0.2, 0.3, 0.0],  # target 2: only 0.5 above it -> rank 2
-    [0.4, 0.3, 0.2, 0.1],  # target 3: lowest -> rank 4
-])
+PROBS = np.array(
+    [
+        [0.1, 0.6, 0.2, 0.1],  # target 1: highest -> rank 1
+        [0.5, 0.2, 0.3, 0.0],  # target 2: only 0.5 above it -> rank 2
+        [0.4, 0.3, 0.2, 0.1],  # target 3: lowest -> rank 4
+    ]
+)
 TARGETS = np.array([1, 2, 3], dtype=np.int32)
 
 
@@ -81,17 +84,12 @@ def test_metrics_reject_targets_outside_the_classes():
 def test_confusion_matrix_rows_are_true_columns_predicted():
     targets = np.array([0, 0, 1, 2, 2, 2])
     predictions = np.array([0, 1, 1, 2, 0, 2])
-    expected = [[1, 1, 0],
-                [0, 1, 0],
-                [1, 0, 2]]
+    expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     assert confusion_matrix(targets, predictions, num_classes=3).tolist() == expected
 
 
 def test_per_class_precision_recall_from_confusion():
-    confusion = np.array([[1, 1, 0, 0],
-                          [0, 1, 0, 0],
-                          [1, 0, 2, 0],
-                          [0, 0, 0, 0]])
+    confusion = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
     result = per_class_precision_recall(confusion, ["a", "b", "c", "d"])
     # a: 1 of 2 predicted a are right, 1 of 2 true a found; b: 1 of 2 predicted, 1 of 1 true
     assert result["a"] == {"precision": 0.5, "recall": 0.5, "support": 2}
@@ -127,8 +125,7 @@ def _two_client_report():
             "u2": np.array([[0.2, 0.5, 0.3]]),
             "u3": np.zeros((0, 3)),
         },
-        targets_by_client={"u1": np.array([0, 1]), "u2": np.array([2]),
-                           "u3": np.array([], dtype=np.int32)},
+        targets_by_client={"u1": np.array([0, 1]), "u2": np.array([2]), "u3": np.array([], dtype=np.int32)},
         class_names=["food", "shop", "work"],
         checkins={"u1": 20, "u2": 11, "u3": 3},
     )
@@ -167,8 +164,9 @@ def test_report_is_plain_json():
 def test_report_accepts_sequence_shaped_arrays():
     probs = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.6, 0.4], [0.3, 0.7]]])  # (S=2, T=2, K=2)
     targets = np.array([[0, 1], [1, 1]])  # predictions [[0, 1], [0, 1]]: 3 of 4 right
-    report = build_test_report(probs_by_client={"u": probs}, targets_by_client={"u": targets},
-                               class_names=["a", "b"], checkins={"u": 5})
+    report = build_test_report(
+        probs_by_client={"u": probs}, targets_by_client={"u": targets}, class_names=["a", "b"], checkins={"u": 5}
+    )
     assert report.examples == 4
     assert report.accuracy == 0.75
     assert report.per_client["u"]["examples"] == 4
@@ -176,14 +174,16 @@ def test_report_accepts_sequence_shaped_arrays():
 
 def test_report_rejects_probs_that_do_not_match_targets():
     with pytest.raises(ValueError, match="'u'"):
-        build_test_report(probs_by_client={"u": np.ones((2, 3)) / 3},
-                          targets_by_client={"u": np.array([0])},
-                          class_names=["a", "b", "c"], checkins={"u": 1})
+        build_test_report(
+            probs_by_client={"u": np.ones((2, 3)) / 3},
+            targets_by_client={"u": np.array([0])},
+            class_names=["a", "b", "c"],
+            checkins={"u": 1},
+        )
 
 
 def test_report_without_targets_is_all_zero():
-    report = build_test_report(probs_by_client={}, targets_by_client={}, class_names=["a", "b"],
-                               checkins={})
+    report = build_test_report(probs_by_client={}, targets_by_client={}, class_names=["a", "b"], checkins={})
     assert (report.examples, report.accuracy, report.mrr, report.loss) == (0, 0.0, 0.0, 0.0)
     assert report.confusion == [[0, 0], [0, 0]]
     assert report.per_client == {}

@@ -1,4 +1,5 @@
 """The one final-metrics table (dashboard and report), on hand-built test results."""
+
 import math
 
 import pandas as pd

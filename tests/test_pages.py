@@ -3,6 +3,7 @@
 The fixture and helpers are in tests/pages_support.py; the newer what-if, presentation, explanation,
 fairness, report and demo behaviour is tested in tests/test_pages_whatif.py.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -31,6 +32,7 @@ from tests.pages_support import (  # noqa: F401
 )
 
 # ----- Home and Data -----
+
 
 def test_home_explains_fedavg_and_says_the_data_is_synthetic(db):
     at = app()
@@ -110,6 +112,7 @@ def test_a_missing_file_path_is_a_short_error(db, tmp_path):
 
 
 # ----- Train -----
+
 
 def test_train_widgets_exist_with_the_study_defaults_and_help(db):
     at = app("train")
@@ -218,8 +221,19 @@ def test_a_run_being_tested_says_so_and_offers_no_stop(db):
     run_id = store.create_run(ExperimentConfig(rounds=4, gru_units=8, personalize_epochs=5), name="almost done")
     store.set_status(run_id, "running")
     for number, val_loss in enumerate([2.0, 1.5, 1.7, 1.6], start=1):  # round 2 is the one kept
-        store.add_round(run_id, RoundRecord(round=number, train_loss=1.0, train_accuracy=0.3, val_loss=val_loss,
-                                            val_accuracy=0.3, clients=3, seconds=0.1, is_best=number <= 2))
+        store.add_round(
+            run_id,
+            RoundRecord(
+                round=number,
+                train_loss=1.0,
+                train_accuracy=0.3,
+                val_loss=val_loss,
+                val_accuracy=0.3,
+                clients=3,
+                seconds=0.1,
+                is_best=number <= 2,
+            ),
+        )
     store.set_status(run_id, "testing")
     at = app("train", run=run_id)
     assert_clean(at)
@@ -247,6 +261,7 @@ def test_a_broken_experiment_setting_is_a_short_error(db, monkeypatch):
 
 
 # ----- Compare -----
+
 
 def test_compare_defaults_to_central_against_biggest(db):
     at = app("compare")
@@ -298,6 +313,7 @@ def test_compare_from_history(db):
 
 
 # ----- Runs -----
+
 
 def test_an_unusable_run_store_is_a_short_error(tmp_path, monkeypatch):
     bad = tmp_path / "not-a-database.db"
@@ -364,6 +380,7 @@ def test_pin_as_reference_draws_it_faint_on_other_runs(db):
 
 # ----- the dashboard helpers (fedlab.dashboard) -----
 
+
 def test_uploads_are_saved_under_their_content_hash(tmp_path):
     import hashlib
 
@@ -378,10 +395,12 @@ def test_uploads_are_saved_under_their_content_hash(tmp_path):
 
 
 def test_pages_do_not_import_tensorflow():
-    code = ("import sys; from fedlab.dashboard import access, comparison, history, presentation, results, settings, "
-            "sources, state; "
-            "import fedlab.charts, fedlab.explore, fedlab.explain, fedlab.fairness; "
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    code = (
+        "import sys; from fedlab.dashboard import access, comparison, history, presentation, results, settings, "
+        "sources, state; "
+        "import fedlab.charts, fedlab.explore, fedlab.explain, fedlab.fairness; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 

@@ -2,6 +2,7 @@
 dropout, differential privacy and its live budget), presentation mode, the round explained, fairness
 across clients, the comparison report, and demo runs at first start.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,10 @@ from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import app, chart_specs, db, store_run, texts, wait_for_round, wait_for_runs  # noqa: F401
 
-DEMOS = [("Demo · central", ExperimentConfig(rounds=2, gru_units=8, name="Demo · central")),
-         ("Demo · biggest", ExperimentConfig(features=ALL_FEATURES, rounds=2, gru_units=8, name="Demo · biggest"))]
+DEMOS = [
+    ("Demo · central", ExperimentConfig(rounds=2, gru_units=8, name="Demo · central")),
+    ("Demo · biggest", ExperimentConfig(features=ALL_FEATURES, rounds=2, gru_units=8, name="Demo · biggest")),
+]
 
 
 def budget_texts(at) -> list[str]:
@@ -25,6 +28,7 @@ def budget_texts(at) -> list[str]:
 
 
 # ----- what-if controls -----
+
 
 def test_dropout_and_dp_settings_reach_the_run_config_and_its_summary(db):
     at = app("train")
@@ -51,7 +55,12 @@ def test_fedadam_and_fine_tuning_reach_the_run_and_its_results(db):
     assert_clean(at)
     (run,) = wait_for_runs(db, 1)
     config = run.config
-    assert (config.client_optimizer, config.client_lr, config.server_optimizer, config.server_lr) == ("sgd", 0.3, "adam", 0.01)
+    assert (config.client_optimizer, config.client_lr, config.server_optimizer, config.server_lr) == (
+        "sgd",
+        0.3,
+        "adam",
+        0.01,
+    )
     assert config.personalize_epochs == 3
     at.run()
     assert any("after 3 epochs of fine-tuning" in c.value and "50.1%" in c.value for c in at.caption)
@@ -99,6 +108,7 @@ def test_dp_on_a_centralized_run_is_a_short_error(db):
 
 # ----- presentation mode -----
 
+
 def test_presentation_mode_hides_the_settings_enlarges_charts_and_stays_on_across_pages(db):
     run_id = store_run(db, "on the projector")
     at = app("train", run=run_id)
@@ -138,6 +148,7 @@ def test_compare_settings_survive_a_look_at_history_and_presentation_mode(db):
 
 # ----- explain while it runs -----
 
+
 def test_the_explain_panel_fills_in_the_latest_rounds_figures(db):
     run_id = store_run(db, "explained", client_dropout=0.25, clients_per_round=3)
     at = app("train", run=run_id)
@@ -167,6 +178,7 @@ def test_a_running_run_explains_its_latest_round(db, monkeypatch):
 
 
 # ----- fairness, and the comparison report -----
+
 
 def test_train_results_name_the_best_and_worst_served_clients(db):
     run_id = store_run(db, "fair")
@@ -203,9 +215,11 @@ def test_the_comparison_report_holds_both_runs(db):
 
 # ----- demo runs at first start -----
 
+
 @pytest.fixture
 def demo(monkeypatch):
     """A stand-in for fedlab.demo with the agreed interface, and demo runs switched on."""
+
     def missing_demo_runs(store: RunStore):
         done = {run.name for run in store.list_runs(statuses=("finished",))}
         return [(name, config) for name, config in DEMOS if name not in done]
@@ -242,6 +256,7 @@ def test_a_store_with_runs_gets_no_demo_runs(db, demo):
 
 # ----- pure helpers behind the pages -----
 
+
 def test_config_from_settings_sends_dp_values_only_when_dp_is_on():
     from fedlab.dashboard import settings
     from fedlab.dashboard.state import SYNTHETIC
@@ -260,8 +275,7 @@ def test_budget_text_states_epsilon_delta_rounds_and_clients():
     text = budget_text(PrivacyBudget(3.14159, 1e-5), rounds=20, clients_per_round=500, total_clients=100)
     assert "all 20 rounds" in text and "ε = 3.14 at δ = 1.0e-05" in text and "100 of 100 clients" in text
     assert "moderate" in text
-    assert "ε = ∞" in budget_text(PrivacyBudget(float("inf"), 1e-5), rounds=1, clients_per_round=None,
-                                  total_clients=9)
+    assert "ε = ∞" in budget_text(PrivacyBudget(float("inf"), 1e-5), rounds=1, clients_per_round=None, total_clients=9)
 
 
 def test_the_settings_summary_names_the_what_if_settings_only_when_used():
@@ -275,6 +289,7 @@ def test_the_settings_summary_names_the_what_if_settings_only_when_used():
 
 # ----- quick demo and the duration estimate -----
 
+
 def test_quick_demo_sets_small_settings_and_the_estimate_follows(db):
     from fedlab.config import QUICK_DEMO
 
@@ -284,7 +299,10 @@ def test_quick_demo_sets_small_settings_and_the_estimate_follows(db):
     assert_clean(at)
     assert at.number_input(key="train_gru_units").value == QUICK_DEMO["gru_units"]
     assert at.number_input(key="train_top_users").value == QUICK_DEMO["top_users"]
-    assert (at.number_input(key="train_rounds").value, at.number_input(key="train_epochs").value) == (5, 1)
+    assert (at.number_input(key="train_rounds").value, at.number_input(key="train_epochs").value) == (
+        QUICK_DEMO["rounds"],
+        QUICK_DEMO["epochs"],
+    )
     after = next(c.value for c in at.caption if c.value.startswith("Estimate: about"))
     assert "for all 5 rounds" in after and "default cost" in after and after != before
 

@@ -1,4 +1,5 @@
 """Local fine-tuning before the test: each client adapts the shared model to its own earlier check-ins."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -20,8 +21,9 @@ def _split(per_client: list[tuple[int, int]]) -> SplitArrays:
     """
     targets = np.concatenate([np.full((count, STEPS), label, np.int32) for label, count in per_client])
     sizes = [count for _, count in per_client]
-    return SplitArrays(inputs={"cat_id": np.ones_like(targets)}, targets=targets,
-                       offsets=np.concatenate([[0], np.cumsum(sizes)]))
+    return SplitArrays(
+        inputs={"cat_id": np.ones_like(targets)}, targets=targets, offsets=np.concatenate([[0], np.cumsum(sizes)])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,16 @@ def _shared_model():
     from fedlab.model import ModelSpec, build_model
 
     tf.keras.utils.set_random_seed(0)
-    spec = ModelSpec(features=("cat_id",), steps=STEPS, num_classes=CLASSES, vocab_sizes=(("cat_id", CLASSES),),
-                     numeric_stats=(), gru_units=4, dropout=0.0, embedding_dim=4)
+    spec = ModelSpec(
+        features=("cat_id",),
+        steps=STEPS,
+        num_classes=CLASSES,
+        vocab_sizes=(("cat_id", CLASSES),),
+        numeric_stats=(),
+        gru_units=4,
+        dropout=0.0,
+        embedding_dim=4,
+    )
     return build_model(spec)
 
 
@@ -49,8 +59,9 @@ def test_each_client_moves_towards_its_own_history(data):
     model = _shared_model()
     shared = model.predict_on_batch({"cat_id": data.test.inputs["cat_id"]}).argmax(-1)
     assert len(set(shared.ravel())) == 1  # the shared model answers both clients alike
-    probs, targets = personalized_probs(model, data, features=("cat_id",), epochs=10, learning_rate=0.5,
-                                        batch_size=4, seed=0)
+    probs, targets = personalized_probs(
+        model, data, features=("cat_id",), epochs=10, learning_rate=0.5, batch_size=4, seed=0
+    )
     assert set(probs) == {"a", "b"}
     assert (probs["a"].argmax(-1) == 0).all() and (probs["b"].argmax(-1) == 2).all()
     np.testing.assert_array_equal(targets["b"], data.test.client(1)[1])
@@ -66,8 +77,10 @@ def test_fine_tuning_leaves_the_shared_model_as_it_was(data):
         np.testing.assert_array_equal(kept, now)
 
 
-@pytest.mark.parametrize("changes", [{"personalize_epochs": -1}, {"personalize_epochs": 1.5},
-                                     {"personalize_lr": 0}, {"personalize_lr": float("nan")}])
+@pytest.mark.parametrize(
+    "changes",
+    [{"personalize_epochs": -1}, {"personalize_epochs": 1.5}, {"personalize_lr": 0}, {"personalize_lr": float("nan")}],
+)
 def test_bad_fine_tuning_settings_are_refused(changes):
     with pytest.raises(ConfigError, match="fine-tuning"):
         ExperimentConfig(**changes)

@@ -14,9 +14,18 @@ def _frame(user_counts: dict[str, int], categories=("Bar", "Office", "Park")) ->
     rows = []
     for user, count in user_counts.items():
         for k in range(count):
-            rows.append({"user": user, "venue": f"v{k % 4}", "category_id": "c", "category": categories[k % len(categories)],
-                         "latitude": 40.7 + k * 1e-3, "longitude": -74.0, "tz_offset": -240,
-                         "utc_time": pd.Timestamp("2012-04-03 12:00") + pd.Timedelta(hours=k)})
+            rows.append(
+                {
+                    "user": user,
+                    "venue": f"v{k % 4}",
+                    "category_id": "c",
+                    "category": categories[k % len(categories)],
+                    "latitude": 40.7 + k * 1e-3,
+                    "longitude": -74.0,
+                    "tz_offset": -240,
+                    "utc_time": pd.Timestamp("2012-04-03 12:00") + pd.Timedelta(hours=k),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -98,9 +107,18 @@ def test_groupings_change_the_classes(small_city):
     fine = prepare(small_city, DataConfig(grouping="fine", top_users=None))
     root = prepare(small_city, DataConfig(grouping="root", top_users=None))
     assert len(root.class_names) < len(fine.class_names)
-    assert set(root.class_names) <= {"Arts & Entertainment", "College & University", "Event", "Food", "Nightlife Spot",
-                                     "Outdoors & Recreation", "Professional & Other Places", "Residence",
-                                     "Shop & Service", "Travel & Transport"}
+    assert set(root.class_names) <= {
+        "Arts & Entertainment",
+        "College & University",
+        "Event",
+        "Food",
+        "Nightlife Spot",
+        "Outdoors & Recreation",
+        "Professional & Other Places",
+        "Residence",
+        "Shop & Service",
+        "Travel & Transport",
+    }
 
 
 def test_iid_reshuffle_keeps_client_sizes(small_city):

@@ -1,4 +1,5 @@
 """The DP budget: dp_accounting's RDP accountant, checked on cases that can be worked out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -19,13 +20,15 @@ def epsilon(**changes) -> float:
 def test_one_full_round_matches_dp_accountings_documented_gaussian():
     # dp_accounting's own test: a Gaussian with sigma 4.530877117 is exactly (1, 1e-6)-DP.
     assert epsilon(noise_multiplier=4.530877117, clients_per_round=None, rounds=1, delta=1e-6) == pytest.approx(
-        1.0, abs=1e-3)
+        1.0, abs=1e-3
+    )
 
 
 def test_t_full_rounds_cost_the_same_as_one_round_with_sigma_over_root_t():
     # Without sampling each round has RDP alpha / (2 sigma^2); T of them add up to alpha T / (2 sigma^2).
     assert epsilon(noise_multiplier=2.0, clients_per_round=100, rounds=16) == pytest.approx(
-        epsilon(noise_multiplier=0.5, clients_per_round=100, rounds=1), rel=1e-9)
+        epsilon(noise_multiplier=0.5, clients_per_round=100, rounds=1), rel=1e-9
+    )
 
 
 def test_full_participation_stays_below_the_classic_rdp_conversion():
@@ -61,7 +64,7 @@ def test_no_rounds_spend_nothing():
 def test_default_delta_is_one_over_clients_to_the_1_1_and_is_returned():
     budget = dp_epsilon(noise_multiplier=1.0, clients_per_round=10, total_clients=100, rounds=1)
     assert isinstance(budget, PrivacyBudget)
-    assert budget.delta == pytest.approx(100 ** -1.1) == default_delta(100)
+    assert budget.delta == pytest.approx(100**-1.1) == default_delta(100)
     assert budget.delta < 1 / 100
 
 
@@ -74,8 +77,17 @@ def test_sampling_rate_is_capped_at_one():
     assert sampling_rate(clients_per_round=300, total_clients=120) == 1.0
 
 
-@pytest.mark.parametrize("changes", [{"noise_multiplier": -1.0}, {"rounds": -1}, {"total_clients": 0},
-                                     {"clients_per_round": 0}, {"delta": 1.0}, {"rounds": 2.5}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"noise_multiplier": -1.0},
+        {"rounds": -1},
+        {"total_clients": 0},
+        {"clients_per_round": 0},
+        {"delta": 1.0},
+        {"rounds": 2.5},
+    ],
+)
 def test_bad_inputs_are_refused(changes):
     with pytest.raises(ValueError):
         epsilon(**changes)

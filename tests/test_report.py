@@ -1,12 +1,13 @@
 """The HTML report: its charts, its tables, escaping, and the `report` command on a hand-filled store."""
+
 from __future__ import annotations
 
 import argparse
-import html
 import re
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
@@ -19,8 +20,7 @@ from fedlab.store import RunStore
 
 FIGURE_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"')
 PLOTLY_BUNDLE = re.compile(r"plotly\.js v\d+\.\d+\.\d+")
-BASELINES = {"majority": 0.21, "repeat_last": 0.333, "user_most_frequent": 0.287, "markov": 0.356,
-             "user_markov": 0.372}
+BASELINES = {"majority": 0.21, "repeat_last": 0.333, "user_most_frequent": 0.287, "markov": 0.356, "user_markov": 0.372}
 NASTY_NAME = "<script>alert('x')</script> & co"
 
 
@@ -29,8 +29,19 @@ def make_config(**changes) -> ExperimentConfig:
 
 
 def make_rounds(count: int = 3) -> list[RoundRecord]:
-    return [RoundRecord(round=r, train_loss=2.0 / r, train_accuracy=0.1 * r, val_loss=2.5 / r,
-                        val_accuracy=0.09 * r, clients=5, seconds=0.25, is_best=True) for r in range(1, count + 1)]
+    return [
+        RoundRecord(
+            round=r,
+            train_loss=2.0 / r,
+            train_accuracy=0.1 * r,
+            val_loss=2.5 / r,
+            val_accuracy=0.09 * r,
+            clients=5,
+            seconds=0.25,
+            is_best=True,
+        )
+        for r in range(1, count + 1)
+    ]
 
 
 def make_per_client(count: int = 12) -> dict[str, dict[str, float]]:
@@ -41,21 +52,43 @@ def make_per_client(count: int = 12) -> dict[str, dict[str, float]]:
 
 
 def make_test_report(accuracy: float = 0.4125) -> Report:
-    return Report(accuracy=accuracy, top5_accuracy=0.9, mrr=0.5678, loss=1.7, examples=120,
-                  per_client=make_per_client(),
-                  per_class={"Food": {"precision": 0.6, "recall": 0.5, "support": 30},
-                             "Shop": {"precision": 0.4, "recall": 0.7, "support": 20}},
-                  confusion=[[15, 15], [6, 14]], class_names=["Food", "Shop"])
+    return Report(
+        accuracy=accuracy,
+        top5_accuracy=0.9,
+        mrr=0.5678,
+        loss=1.7,
+        examples=120,
+        per_client=make_per_client(),
+        per_class={
+            "Food": {"precision": 0.6, "recall": 0.5, "support": 30},
+            "Shop": {"precision": 0.4, "recall": 0.7, "support": 20},
+        },
+        confusion=[[15, 15], [6, 14]],
+        class_names=["Food", "Shop"],
+    )
 
 
-def add_finished_run(store: RunStore, *, name: str = "central", config: ExperimentConfig | None = None,
-                     accuracy: float = 0.4125, extra: dict | None = None) -> str:
+def add_finished_run(
+    store: RunStore,
+    *,
+    name: str = "central",
+    config: ExperimentConfig | None = None,
+    accuracy: float = 0.4125,
+    extra: dict | None = None,
+) -> str:
     run_id = store.create_run(config or make_config(), name=name)
     store.set_status(run_id, "running")
     for record in make_rounds():
         store.add_round(run_id, record)
-    store.finish(run_id, status="finished", test=make_test_report(accuracy), baselines=BASELINES,
-                 timing={"train_seconds": 1.0}, model_path=None, extra={"clients": 12, **(extra or {})})
+    store.finish(
+        run_id,
+        status="finished",
+        test=make_test_report(accuracy),
+        baselines=BASELINES,
+        timing={"train_seconds": 1.0},
+        model_path=None,
+        extra={"clients": 12, **(extra or {})},
+    )
     return run_id
 
 
@@ -76,6 +109,7 @@ def section(page: str, anchor: str) -> str:
 
 
 # Building a page takes about a second (Plotly figures), so the full pages are built once per module.
+
 
 @pytest.fixture(scope="module")
 def module_store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
@@ -105,6 +139,7 @@ def dp_page(module_store: RunStore) -> str:
 
 # ----- charts and plotly.js -----
 
+
 def test_single_run_report_has_its_seven_charts(single_page: str):
     # loss, accuracy, vs baselines, per-class recall, one confusion matrix, per-client, accuracy vs check-ins
     assert len(FIGURE_DIV.findall(single_page)) == 7
@@ -132,6 +167,7 @@ def test_run_without_rounds_or_test_has_no_charts_but_says_why(store: RunStore):
 
 # ----- tables -----
 
+
 def test_metrics_table_shows_test_metrics(single_page: str):
     metrics = section(single_page, "metrics")
     for text in ("40.0%", "90.0%", "0.568", "1.700", "120"):
@@ -141,7 +177,7 @@ def test_metrics_table_shows_test_metrics(single_page: str):
 def test_metrics_table_shows_every_baseline_with_its_value(single_page: str):
     metrics = section(single_page, "metrics")
     for key, label in BASELINE_LABELS.items():
-        assert f"<th>baseline · {html.escape(label)}</th><td class=\"num\">{BASELINES[key]:.1%}</td>" in metrics
+        assert f'<th>baseline · {escape(label)}</th><td class="num">{BASELINES[key]:.1%}</td>' in metrics
 
 
 def test_gain_over_best_baseline_is_in_points(single_page: str):
@@ -151,11 +187,11 @@ def test_gain_over_best_baseline_is_in_points(single_page: str):
 def test_comparison_highlights_settings_that_differ(pair_page: str):
     settings = section(pair_page, "settings")
     assert '<tr class="diff"><th>Local epochs per round</th><td>4</td><td>2</td></tr>' in settings
-    assert '<tr><th>Batch size (sequences)</th><td>16</td><td>16</td></tr>' in settings
+    assert "<tr><th>Batch size (sequences)</th><td>16</td><td>16</td></tr>" in settings
 
 
 def test_run_ids_differ_but_are_not_highlighted_as_settings(pair_page: str):
-    assert '<tr><th>run id</th>' in section(pair_page, "settings")
+    assert "<tr><th>run id</th>" in section(pair_page, "settings")
 
 
 def test_runs_with_equal_names_get_their_ids_in_the_label(store: RunStore):
@@ -165,6 +201,7 @@ def test_runs_with_equal_names_get_their_ids_in_the_label(store: RunStore):
 
 
 # ----- fairness -----
+
 
 def test_fairness_lists_best_and_worst_clients_with_check_ins(single_page: str):
     fairness = section(single_page, "fairness")
@@ -187,6 +224,7 @@ def test_fairness_states_rank_correlation_of_accuracy_and_data_size(single_page:
 
 # ----- privacy -----
 
+
 def test_privacy_section_only_when_dp_was_on(single_page: str):
     assert 'id="privacy"' not in single_page
 
@@ -203,27 +241,55 @@ def test_privacy_section_shows_epsilon_and_delta(dp_page: str):
 
 def test_privacy_without_noise_says_epsilon_is_infinite(pair_page: str):
     privacy = section(pair_page, "privacy")
-    assert "<th>ε (epsilon)</th><td class=\"num\">—</td><td class=\"num\">∞" in privacy  # no DP, then no noise
+    assert '<th>ε (epsilon)</th><td class="num">—</td><td class="num">∞' in privacy  # no DP, then no noise
 
 
 # ----- escaping -----
 
+
 def test_run_name_is_escaped_everywhere(pair_page: str):
     assert NASTY_NAME not in pair_page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in pair_page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co" in pair_page
     assert "<script>alert(" not in pair_page  # not inside the chart data either
+
+
+def test_a_script_in_a_run_name_is_shown_as_text_in_every_place_it_appears(store: RunStore, tmp_path: Path):
+    run_id = add_finished_run(store, name="<script>alert(1)</script>")
+    page = write_report(store, [run_id], tmp_path / "r.html").read_text(encoding="utf-8")
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>fedlab report: {shown}</title>" in page and f"<h1>fedlab report: {shown}</h1>" in page
+    assert f"<b>{shown}</b>" in page  # the legend
+    assert f"<th>{shown}</th>" in section(page, "settings") and f"<th>{shown}</th>" in section(page, "metrics")
+    assert f"<h3>{shown}</h3>" in section(page, "fairness")
+    assert "<script>alert(1)" not in page
+
+
+def test_error_message_is_escaped(store: RunStore):
+    run_id = store.create_run(make_config(), name="broken")
+    store.set_status(run_id, "running")
+    store.set_status(run_id, "failed", error="ValueError: <img src=x onerror=alert(1)>")
+    settings = section(report_of(store, run_id), "settings")
+    assert "<tr><th>error</th><td>ValueError: &lt;img src=x onerror=alert(1)&gt;</td></tr>" in settings
+    assert "<img" not in settings
 
 
 def test_client_ids_are_escaped(store: RunStore):
     run_id = store.create_run(make_config(), name="r")
-    test = Report(accuracy=0.5, top5_accuracy=0.9, mrr=0.6, loss=1.0, examples=10,
-                  per_client={"<b>u1</b>": {"accuracy": 0.5, "examples": 10, "checkins": 30}})
+    test = Report(
+        accuracy=0.5,
+        top5_accuracy=0.9,
+        mrr=0.6,
+        loss=1.0,
+        examples=10,
+        per_client={"<b>u1</b>": {"accuracy": 0.5, "examples": 10, "checkins": 30}},
+    )
     store.finish(run_id, status="finished", test=test, baselines={}, timing={}, model_path=None)
     page = report_of(store, run_id)
     assert "<td>&lt;b&gt;u1&lt;/b&gt;</td>" in page and "<b>u1</b>" not in page
 
 
 # ----- writing and the command -----
+
 
 def test_write_report_writes_a_comparison_to_the_file(store: RunStore, tmp_path: Path):
     a, b = store.create_run(make_config(), name="central"), store.create_run(make_config(), name="biggest")

@@ -1,5 +1,6 @@
 """One server, a whole class: each browser session changes only its own runs, queues a few at most, and the
 Runs table reads every run's rounds in one query. Two AppTest instances are two browser sessions."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -136,6 +137,7 @@ def test_shared_mode_is_off_unless_fedlab_shared_is_1(monkeypatch: pytest.Monkey
 
 # ----- the Runs table: one query for every run's rounds -----
 
+
 def test_runs_table_reads_the_rounds_of_any_number_of_runs_in_one_query(db, monkeypatch: pytest.MonkeyPatch):
     store = RunStore(db)
     statements: list[str] = []
@@ -159,3 +161,18 @@ def test_runs_table_reads_the_rounds_of_any_number_of_runs_in_one_query(db, monk
         assert table["rounds"].tolist() == [3] * total
         assert table["best val accuracy"].tolist() == pytest.approx([100 * (0.15 + 0.05 * 3)] * total)
     assert counts == {2: 1, 12: 1}
+
+
+def test_on_a_shared_server_only_an_admin_may_read_a_file_by_its_path(db, shared):
+    path_label = "A file on the server (path)"  # a path reads any file the app's user can read
+    store_run(db, "a run to unlock on")
+    visitor = app("runs")
+    assert path_label not in visitor.sidebar.radio(key="source_kind").options
+
+    visitor.secrets["admin_password"] = PASSWORD
+    visitor.run()
+    unlock(visitor, PASSWORD)
+    assert path_label in visitor.sidebar.radio(key="source_kind").options
+
+    shared.setenv("FEDLAB_SHARED", "0")
+    assert path_label in app().sidebar.radio(key="source_kind").options

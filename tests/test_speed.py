@@ -1,4 +1,5 @@
 """What the speed work relies on: the worker's allocator, evaluation's metrics, and the bench's figures."""
+
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,9 @@ def test_the_local_worker_runs_on_jemalloc():
 def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_data, build_cache):
     # Evaluation loops over each client's batches; FedAvg's validation figures must still be those of
     # the whole validation set, as plain Keras computes them.
-    experiment = Experiment(ExperimentConfig(data=tiny_data.config, **{**TINY, "rounds": 1}), data=tiny_data,
-                            cache=build_cache)
+    experiment = Experiment(
+        ExperimentConfig(data=tiny_data.config, **{**TINY, "rounds": 1}), data=tiny_data, cache=build_cache
+    )
     try:
         experiment.prepare()
         (record,) = list(experiment.rounds())
@@ -66,8 +68,9 @@ def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_
     result = round_vs_keras(config, repeats=1, data=tiny_data, cache=build_cache)
     sizes = tiny_data.train.client_sizes()
     assert result["batches_per_round"] == int(np.ceil(sizes[sizes > 0] / config.batch_size).sum())
-    assert result["ratio"] == pytest.approx(result["fedavg_round_seconds"] / result["keras_same_work_seconds"],
-                                            rel=0.02)
+    assert result["ratio"] == pytest.approx(
+        result["fedavg_round_seconds"] / result["keras_same_work_seconds"], rel=0.02
+    )
     assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] > 0
     assert result["worker_allocator"] == (Path(worker_allocator()).name if worker_allocator() else "system")
     assert running_worker_pids() == []

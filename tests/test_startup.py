@@ -2,6 +2,7 @@
 an interrupted or failed one), what Home says about them in each state, the default model pre-built once they
 are done, and Compare opening on two finished runs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -86,8 +87,10 @@ def warnings(at) -> list[str]:
 
 # ----- which demo runs a start queues -----
 
-@pytest.mark.parametrize(("status", "queued"), [("interrupted", True), ("failed", True), ("stopped", False),
-                                                ("finished", False)])
+
+@pytest.mark.parametrize(
+    ("status", "queued"), [("interrupted", True), ("failed", True), ("stopped", False), ("finished", False)]
+)
 def test_a_start_queues_a_demo_run_again_only_after_it_was_interrupted_or_failed(tmp_path, status, queued):
     from fedlab.dashboard.state import demo_runs_to_queue
 
@@ -122,6 +125,7 @@ def test_the_newest_run_of_a_name_decides(tmp_path):
 
 # ----- Home, with the demo runs in each state -----
 
+
 def test_interrupted_demo_runs_are_queued_again_and_home_says_so(db, demos_on, slow_rounds, monkeypatch):
     for name in (CENTRAL, BIGGEST):
         add_demo_run(db, name, "interrupted")  # the app stopped while it prepared them
@@ -134,7 +138,8 @@ def test_interrupted_demo_runs_are_queued_again_and_home_says_so(db, demos_on, s
     monkeypatch.setattr(fakes, "ROUND_SECONDS", 0.0)
     runs = wait_for_runs(db, 4, statuses=ENDED)
     assert sorted((run.name, run.status) for run in runs) == sorted(
-        [(CENTRAL, "finished"), (BIGGEST, "finished"), (CENTRAL, "interrupted"), (BIGGEST, "interrupted")])
+        [(CENTRAL, "finished"), (BIGGEST, "finished"), (CENTRAL, "interrupted"), (BIGGEST, "interrupted")]
+    )
     at.run()
     assert_clean(at)
     assert "The demo runs have finished" in texts(at) and not warnings(at)
@@ -184,6 +189,7 @@ def test_with_demo_runs_switched_off_home_says_how_to_train_an_interrupted_one(d
 
 # ----- the default model, pre-built after the demo runs -----
 
+
 def test_the_default_model_is_pre_built_once_after_the_demo_runs(db, demos_on, experiment, monkeypatch):
     from fedlab.dashboard import state
 
@@ -213,6 +219,7 @@ def test_the_default_model_is_pre_built_once_after_the_demo_runs(db, demos_on, e
 
 
 # ----- Compare opens on two finished runs -----
+
 
 def test_compare_opens_on_the_two_demo_runs(db):
     central = store_run(db, CENTRAL)

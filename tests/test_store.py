@@ -1,4 +1,5 @@
 """The SQLite run store: round trips, visibility across handles, recovery, concurrency."""
+
 from __future__ import annotations
 
 import json
@@ -37,17 +38,32 @@ def make_config(**changes) -> ExperimentConfig:
 
 
 def make_round(number: int, **changes) -> RoundRecord:
-    values = dict(round=number, train_loss=2.0 / number, train_accuracy=0.1 * number, val_loss=2.5 / number,
-                  val_accuracy=0.09 * number, clients=5, seconds=0.25, is_best=number % 2 == 1)
+    values = dict(
+        round=number,
+        train_loss=2.0 / number,
+        train_accuracy=0.1 * number,
+        val_loss=2.5 / number,
+        val_accuracy=0.09 * number,
+        clients=5,
+        seconds=0.25,
+        is_best=number % 2 == 1,
+    )
     values.update(changes)
     return RoundRecord(**values)
 
 
 def make_test_report() -> Report:
-    return Report(accuracy=0.4, top5_accuracy=0.9, mrr=0.55, loss=1.7, examples=120,
-                      per_client={"7": {"accuracy": 0.5, "examples": 10, "checkins": 40}},
-                      per_class={"Food": {"precision": 0.6, "recall": 0.5, "support": 30}},
-                      confusion=[[3, 1], [2, 4]], class_names=["Food", "Shop"])
+    return Report(
+        accuracy=0.4,
+        top5_accuracy=0.9,
+        mrr=0.55,
+        loss=1.7,
+        examples=120,
+        per_client={"7": {"accuracy": 0.5, "examples": 10, "checkins": 40}},
+        per_class={"Food": {"precision": 0.6, "recall": 0.5, "support": 30}},
+        confusion=[[3, 1], [2, 4]],
+        class_names=["Food", "Shop"],
+    )
 
 
 @pytest.fixture
@@ -63,7 +79,8 @@ def test_new_store_creates_parent_folder_and_schema_version(tmp_path: Path):
 
 
 def test_default_path_is_fedlab_db_else_the_project_folders_whatever_the_working_directory(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FEDLAB_DB", raising=False)
     assert default_path() == PROJECT_DB_PATH == REPO_ROOT / "runs" / "fedlab.db"
@@ -101,13 +118,25 @@ def test_reopening_existing_store_keeps_runs(tmp_path: Path):
 
 
 def test_round_trip_of_config_rounds_test_and_baselines(store: RunStore):
-    config = make_config(features=ALL_FEATURES, mode="federated", dp_clip=1.0, dp_noise=0.5,
-                         data=DataConfig(grouping="root", top_users=None, n=9, stride=3))
+    config = make_config(
+        features=ALL_FEATURES,
+        mode="federated",
+        dp_clip=1.0,
+        dp_noise=0.5,
+        data=DataConfig(grouping="root", top_users=None, n=9, stride=3),
+    )
     run_id = store.create_run(config, session_id="s1")
     for number in (1, 2, 3):
         store.add_round(run_id, make_round(number))
-    store.finish(run_id, status="finished", test=make_test_report(), baselines={"majority": 0.2},
-                 timing={"train_seconds": 1.5}, model_path=None, extra={"clients": 12})
+    store.finish(
+        run_id,
+        status="finished",
+        test=make_test_report(),
+        baselines={"majority": 0.2},
+        timing={"train_seconds": 1.5},
+        model_path=None,
+        extra={"clients": 12},
+    )
 
     run = store.get_run(run_id)
     assert run.config == config
@@ -165,7 +194,8 @@ def test_new_run_is_queued_with_created_time_and_readable_name(store: RunStore):
 
 def test_default_name_for_custom_features_and_explicit_names():
     assert default_name(make_config(features=("cat_id", "latitude"), mode="centralized")).startswith(
-        "custom (2 features) · centralized")
+        "custom (2 features) · centralized"
+    )
     assert default_name(make_config(features=ALL_FEATURES)).startswith("biggest ·")
     assert default_name(make_config(name="my run")) == "my run"
 
@@ -202,12 +232,16 @@ def test_unknown_status_is_refused(store: RunStore):
 
 def test_unknown_run_id_gives_none_or_key_error(store: RunStore):
     assert store.get_run("nope") is None
-    for call in (lambda: store.rounds("nope"), lambda: store.add_round("nope", make_round(1)),
-                 lambda: store.set_status("nope", "running"), lambda: store.rename("nope", "x"),
-                 lambda: store.delete("nope"), lambda: store.set_reference("nope"),
-                 lambda: store.export_json("nope"),
-                 lambda: store.finish("nope", status="finished", test=None, baselines=None, timing={},
-                                      model_path=None)):
+    for call in (
+        lambda: store.rounds("nope"),
+        lambda: store.add_round("nope", make_round(1)),
+        lambda: store.set_status("nope", "running"),
+        lambda: store.rename("nope", "x"),
+        lambda: store.delete("nope"),
+        lambda: store.set_reference("nope"),
+        lambda: store.export_json("nope"),
+        lambda: store.finish("nope", status="finished", test=None, baselines=None, timing={}, model_path=None),
+    ):
         with pytest.raises(KeyError, match="nope"):
             call()
 
@@ -329,10 +363,12 @@ def test_mark_interrupted_flips_queued_running_and_testing_runs_of_a_gone_proces
 
 
 def test_mark_interrupted_leaves_a_live_process_s_run_and_flips_it_once_that_process_is_gone(
-        store: RunStore, tmp_path: Path):
+    store: RunStore, tmp_path: Path
+):
     """What a `fedlab run` in a terminal looks like to the dashboard: a run owned by another, live process."""
-    process = subprocess.Popen([sys.executable, "-c", _OWNING_WRITER, str(store.path)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _OWNING_WRITER, str(store.path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, "the writer process ended before creating its run"
@@ -360,8 +396,15 @@ def test_a_later_process_reusing_the_owners_pid_does_not_keep_the_run_alive(stor
 def test_export_json_has_the_cli_keys_and_run_fields(store: RunStore):
     run_id = store.create_run(make_config(), name="exported")
     store.add_round(run_id, make_round(1, val_loss=float("nan")))
-    store.finish(run_id, status="finished", test=make_test_report(), baselines={"majority": 0.2},
-                 timing={"train_seconds": 1.0}, model_path=None, extra={"clients": 4})
+    store.finish(
+        run_id,
+        status="finished",
+        test=make_test_report(),
+        baselines={"majority": 0.2},
+        timing={"train_seconds": 1.0},
+        model_path=None,
+        extra={"clients": 4},
+    )
     exported = json.loads(store.export_json(run_id))
     assert {"config", "rounds", "test", "baselines", "timing", "data", "status", "name"} <= exported.keys()
     assert exported["data"] == {"clients": 4}
@@ -435,8 +478,7 @@ _OWNING_WRITER = textwrap.dedent("""
 
 def test_process_killed_mid_run_leaves_a_sound_store_with_its_rounds(tmp_path: Path):
     path = tmp_path / "fedlab.db"
-    process = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, str(path)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, "the writer process ended before writing its rounds"

@@ -1,4 +1,5 @@
 """fedlab.synthetic: the seeded default city."""
+
 from __future__ import annotations
 
 import re
@@ -130,8 +131,9 @@ def test_next_category_is_learnable_beyond_the_majority_class(city):
     # 80% of each user's check-ins); it must clearly beat always guessing the most common class.
     frame = city.sort_values(["user", "utc_time"], kind="stable")
     groups = frame.groupby("user")
-    frame = frame.assign(next=groups["category"].shift(-1),
-                         position=groups.cumcount() / groups["user"].transform("size")).dropna(subset=["next"])
+    frame = frame.assign(
+        next=groups["category"].shift(-1), position=groups.cumcount() / groups["user"].transform("size")
+    ).dropna(subset=["next"])
     train, test = frame[frame["position"] < 0.8], frame[frame["position"] >= 0.8]
     majority = train["next"].value_counts().index[0]
     table = train.groupby(["user", "category"])["next"].agg(lambda s: s.value_counts().index[0]).rename("guess")

@@ -1,4 +1,5 @@
 """TensorBoard logs: each round's scalars land in the train and validation event files."""
+
 from __future__ import annotations
 
 import logging
@@ -16,16 +17,25 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 
 def make_round(number: int) -> RoundRecord:
-    return RoundRecord(round=number, train_loss=2.0 / number, train_accuracy=0.1 * number, val_loss=2.5 / number,
-                       val_accuracy=0.09 * number, clients=5, seconds=0.25)
+    return RoundRecord(
+        round=number,
+        train_loss=2.0 / number,
+        train_accuracy=0.1 * number,
+        val_loss=2.5 / number,
+        val_accuracy=0.09 * number,
+        clients=5,
+        seconds=0.25,
+    )
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] of one split's event files (tf.summary writes scalars as tensors)."""
     accumulator = event_accumulator.EventAccumulator(str(folder))
     accumulator.Reload()
-    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
-            for tag in accumulator.Tags()["tensors"]}
+    return {
+        tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()["tensors"]
+    }
 
 
 @pytest.fixture
@@ -62,9 +72,12 @@ def test_each_round_is_readable_before_close(tmp_path: Path):
 
 def test_nan_loss_is_written_not_dropped(tmp_path: Path):
     with TensorBoardLog(tmp_path) as log:
-        log.write(RoundRecord(round=1, train_loss=math.nan, train_accuracy=0.0, val_loss=1.0, val_accuracy=0.5,
-                              clients=1, seconds=0.1))
-    (step, value), = read_scalars(tmp_path / "train")["train/loss"]
+        log.write(
+            RoundRecord(
+                round=1, train_loss=math.nan, train_accuracy=0.0, val_loss=1.0, val_accuracy=0.5, clients=1, seconds=0.1
+            )
+        )
+    ((step, value),) = read_scalars(tmp_path / "train")["train/loss"]
     assert step == 1 and math.isnan(value)
 
 

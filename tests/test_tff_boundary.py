@@ -1,4 +1,5 @@
 """Which modules may import TensorFlow Federated: the federated wiring and the TFF runtime, nothing else."""
+
 import ast
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def _imports_tff(path: Path) -> bool:
 
 def test_only_the_federated_and_runtime_modules_import_tff():
     package = Path(fedlab.__file__).parent
-    offenders = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
-                       if p.name not in TFF_MODULES and _imports_tff(p))
+    offenders = sorted(
+        str(p.relative_to(package)) for p in package.rglob("*.py") if p.name not in TFF_MODULES and _imports_tff(p)
+    )
     assert offenders == []
 
 

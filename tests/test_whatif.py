@@ -3,6 +3,7 @@
 The IID reshuffle keeping client sizes is covered in test_pipeline.py.
 TFF runs here are tiny (three clients, one round) and share the session's build cache.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +31,7 @@ def train(config: ExperimentConfig, tiny_data, build_cache):
 
 # ----- client dropout -----
 
+
 @pytest.fixture(scope="module")
 def dropout_run(tiny_data, build_cache):
     # With 0.9 most sampled clients fail to report; a round still keeps at least one.
@@ -49,6 +51,7 @@ def test_a_round_with_dropped_clients_still_trains(dropout_run):
 
 
 # ----- DP noise -----
+
 
 @pytest.fixture(scope="module")
 def dp_runs(tiny_data, build_cache):
@@ -88,6 +91,7 @@ def test_dp_noise_changes_the_update(dp_runs):
 
 # ----- the settings record the controls -----
 
+
 def what_if_config() -> ExperimentConfig:
     return ExperimentConfig(data=DataConfig(iid=True, n=9), **WHAT_IF)
 
@@ -106,8 +110,9 @@ def test_controls_survive_the_run_store(tmp_path):
 
 
 def test_cli_options_set_the_controls():
-    args = build_parser().parse_args(["run", "--n", "9", "--iid", "--client-dropout", "0.25", "--dp-clip", "0.5",
-                                      "--dp-noise", "0.8"])
+    args = build_parser().parse_args(
+        ["run", "--n", "9", "--iid", "--client-dropout", "0.25", "--dp-clip", "0.5", "--dp-noise", "0.8"]
+    )
     assert experiment_config_from(args).replace(name="") == what_if_config()
 
 

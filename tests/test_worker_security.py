@@ -1,5 +1,6 @@
 """A local run's TFF worker accepts connections from this machine only, refuses to start open unless told
 to, and lives exactly as long as the process that started it (not the thread)."""
+
 import ipaddress
 import os
 import signal
@@ -35,7 +36,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
             if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 address, port = fields[1].split(":")
                 # The address is 32-bit words, each in the host's (little-endian) byte order.
-                raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, len(address), 8))
+                raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
                 found.add((str(ipaddress.ip_address(raw)), int(port, 16)))
     return found
 
@@ -115,8 +116,15 @@ def test_without_the_shim_a_local_run_refuses_in_one_line(no_shim):
 def test_without_the_shim_fedlab_worker_refuses_with_exit_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FEDLAB_WORKER_SHIM": str(tmp_path / "missing.so")}
     env.pop("FEDLAB_ALLOW_OPEN_WORKER", None)
-    out = subprocess.run([sys.executable, "-m", "fedlab", "worker", "--port", str(portpicker.pick_unused_port())],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "fedlab", "worker", "--port", str(portpicker.pick_unused_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "make shim" in lines[0] and "Traceback" not in out.stderr
@@ -168,8 +176,9 @@ threading.Event().wait()
 def test_the_worker_dies_when_its_python_parent_is_killed():
     tag = uuid.uuid4().hex
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FEDLAB_TEST_TAG": tag}
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                              stdin=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+    )
     try:
         pid = int(parent.stdout.readline())
         assert tagged_workers(tag) == [pid]
@@ -187,8 +196,13 @@ def test_a_worker_whose_parent_is_already_gone_exits_at_once():
     # The shim sees its parent is not the pid it was given (as when that process died before the shim
     # could set PR_SET_PDEATHSIG) and kills the worker before it listens.
     env = {**os.environ, "LD_PRELOAD": str(WORKER_SHIM), "FEDLAB_WORKER_PARENT": "1"}
-    out = subprocess.run([str(worker_binary_path()), f"--port={portpicker.pick_unused_port()}"], env=env,
-                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    out = subprocess.run(
+        [str(worker_binary_path()), f"--port={portpicker.pick_unused_port()}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
     assert out.returncode == -signal.SIGKILL
 
 

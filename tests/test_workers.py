@@ -1,5 +1,6 @@
 """TFF workers: two on loopback give the local metrics; an unreachable or lost worker is a clear error;
 `fedlab worker` serves loopback only unless --allow-remote, stops cleanly; no worker process outlives a test."""
+
 import os
 import queue
 import signal
@@ -29,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # same time share, so they depend on thread scheduling (even on the local runtime), not only on the seed.
 
 
-
-
 def wait_gone(tag: str, timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while tagged_workers(tag) and time.monotonic() < deadline:
@@ -45,9 +44,15 @@ class CliWorker:
         self.port = port or portpicker.pick_unused_port()
         self.tag = uuid.uuid4().hex
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "FEDLAB_TEST_TAG": self.tag}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fedlab", "worker", "--port", str(self.port), *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     text=True, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fedlab", "worker", "--port", str(self.port), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -144,8 +149,15 @@ def test_cli_run_with_an_unreachable_worker_is_one_line_and_exit_2():
     target = f"localhost:{portpicker.pick_unused_port()}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "fedlab", "run", "--top-users", "3", "--n", "9", "--workers", target],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "fedlab", "run", "--top-users", "3", "--n", "9", "--workers", target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and target in lines[0] and "Traceback" not in out.stderr
@@ -158,16 +170,20 @@ def test_lost_worker_fails_the_run_and_keeps_its_rounds(tiny_data, build_cache, 
     jobs = JobManager(store, experiment_factory=lambda c: Experiment(c, data=tiny_data, cache=build_cache))
     try:
         with local_workers(2) as targets:
-            config = ExperimentConfig(data=tiny_data.config, workers=tuple(targets),
-                                      **{**TINY, "rounds": 50, "patience": 50})
+            config = ExperimentConfig(
+                data=tiny_data.config, workers=tuple(targets), **{**TINY, "rounds": 50, "patience": 50}
+            )
             run_id = jobs.submit(config)
             deadline = time.monotonic() + 300
             while len(store.rounds(run_id)) < 1 and time.monotonic() < deadline:
                 assert store.get_run(run_id).status in ("queued", "running"), store.get_run(run_id).error
                 time.sleep(0.05)
             port = targets[1].rsplit(":", 1)[1]
-            (lost,) = [pid for pid in running_worker_pids()
-                       if f"--port={port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+            (lost,) = [
+                pid
+                for pid in running_worker_pids()
+                if f"--port={port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            ]
             os.kill(lost, signal.SIGKILL)
             assert jobs.wait_idle(120)
     finally:

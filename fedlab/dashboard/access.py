@@ -1,4 +1,5 @@
 """Which runs this browser session may change (fedlab.access), and the admin unlock on the Runs page."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -18,6 +19,11 @@ def can_change(run: Run) -> bool:
     return access.may_change(run, session_id(), shared=shared(), admin=bool(st.session_state.get(_UNLOCKED)))
 
 
+def may_read_server_files() -> bool:
+    """A typed path reads any file the app's user can read: on a shared server, for admins only."""
+    return not shared() or bool(st.session_state.get(_UNLOCKED))
+
+
 def read_only_caption(run: Run) -> None:
     st.caption(access.read_only_reason(run))
 
@@ -30,9 +36,13 @@ def admin_unlock() -> None:
         st.caption("Admin actions unlocked for this session: every run may be stopped, renamed or deleted.")
         return
     with st.expander("Admin", icon=":material/lock:"):
-        st.text_input("Admin password", type="password", key="admin_password_input",
-                      help="From .streamlit/secrets.toml (admin_password). Unlocks stopping, renaming and "
-                           "deleting every run, for this browser session.")
+        st.text_input(
+            "Admin password",
+            type="password",
+            key="admin_password_input",
+            help="From .streamlit/secrets.toml (admin_password). Unlocks stopping, renaming and "
+            "deleting every run, for this browser session.",
+        )
         if st.button("Unlock", key="admin_btn_unlock"):
             if access.password_matches(st.session_state.get("admin_password_input", ""), _admin_password()):
                 st.session_state[_UNLOCKED] = True

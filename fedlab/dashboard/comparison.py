@@ -1,6 +1,7 @@
 """Two runs side by side (the Compare page): live while they train, then results, fairness and the
 comparison report; and which two runs to show.
 """
+
 from __future__ import annotations
 
 import html
@@ -61,15 +62,17 @@ def _compare_view(runs: list[Run]) -> None:
     colors = charts.distinct_colors(by_label)
     for column, (label, run) in zip(st.columns(len(by_label)), by_label.items()):
         with column:
-            st.markdown(f"<span style='color:{colors[label]}'>●</span> <b>{html.escape(label)}</b>",
-                        unsafe_allow_html=True)
+            st.markdown(
+                f"<span style='color:{colors[label]}'>●</span> <b>{html.escape(label)}</b>", unsafe_allow_html=True
+            )
             st.caption(settings_summary(run.config))
             status_line(run, rounds[label])
             if run.can_stop:
                 stop_button(run.id)
     most = max(run.config.rounds for run in runs)
-    curves(rounds, max_rounds=most, colors=colors, reference=reference_rounds(store, {r.id for r in runs}),
-           key="compare")
+    curves(
+        rounds, max_rounds=most, colors=colors, reference=reference_rounds(store, {r.id for r in runs}), key="compare"
+    )
     tested = {label: run for label, run in by_label.items() if run.test}
     if not tested:
         return
@@ -77,11 +80,14 @@ def _compare_view(runs: list[Run]) -> None:
         report_download([run.id for run in runs], key="compare_report", label="Download comparison report (HTML)")
     st.subheader("Test results")
     st.table(results_table(tested, rounds))
-    st.caption("Each run's baselines are scored on that run's own test targets (they differ only when the data "
-               "settings differ: users, N, grouping).")
+    st.caption(
+        "Each run's baselines are scored on that run's own test targets (they differ only when the data "
+        "settings differ: users, N, grouping)."
+    )
     first = next(iter(tested.values()))
-    fig = charts.metrics_vs_baselines({label: run.test["accuracy"] for label, run in tested.items()},
-                                      first.baselines or {}, colors=colors)
+    fig = charts.metrics_vs_baselines(
+        {label: run.test["accuracy"] for label, run in tested.items()}, first.baselines or {}, colors=colors
+    )
     show_chart(fig, key="compare_baselines")
     reports = {label: run.test for label, run in tested.items()}
     class_details(reports, colors=colors, key="compare")

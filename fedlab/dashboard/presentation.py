@@ -1,6 +1,7 @@
 """Presentation mode: a sidebar switch (kept across pages) that enlarges text and charts and hides the
 settings controls, so a projector shows only the charts and results.
 """
+
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -30,8 +31,12 @@ def presenting() -> bool:
 def presentation_toggle() -> None:
     """The sidebar switch; while it is on, the page gets the larger styles."""
     with st.sidebar:
-        st.toggle("Presentation mode", key=KEY, help="Larger text and charts, settings hidden: for a projector "
-                                                     "in a class or a meeting. Switch off to change settings.")
+        st.toggle(
+            "Presentation mode",
+            key=KEY,
+            help="Larger text and charts, settings hidden: for a projector "
+            "in a class or a meeting. Switch off to change settings.",
+        )
     if presenting():
         st.html(CSS)
 

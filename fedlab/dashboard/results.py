@@ -1,6 +1,7 @@
 """Views of runs: the one-line settings summary, status and progress, live curves, test results beside the
 baselines, per-category details, fairness across clients, and the "what this round did" panel.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,20 +21,29 @@ from fedlab.metrics_table import best_baseline, metrics_table, num, pct
 from fedlab.settings_text import describe
 from fedlab.store import Run, RunStore
 
-STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:", "testing": ":material/fact_check:",
-                "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
-                "failed": ":material/error:", "interrupted": ":material/warning:"}
+STATUS_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/play_arrow:",
+    "testing": ":material/fact_check:",
+    "finished": ":material/check_circle:",
+    "stopped": ":material/stop_circle:",
+    "failed": ":material/error:",
+    "interrupted": ":material/warning:",
+}
 FAIRNESS_COLUMNS = {
     "client": st.column_config.TextColumn("client", help="The user's id in the data."),
-    "accuracy": st.column_config.NumberColumn("test accuracy", format="percent",
-                                              help="acc@1 on this client's own test check-ins."),
+    "accuracy": st.column_config.NumberColumn(
+        "test accuracy", format="percent", help="acc@1 on this client's own test check-ins."
+    ),
     "examples": st.column_config.NumberColumn("targets", help="Test targets scored for this client."),
-    "checkins": st.column_config.NumberColumn("check-ins", help="All of the client's check-ins (train, "
-                                                                "validation and test)."),
+    "checkins": st.column_config.NumberColumn(
+        "check-ins", help="All of the client's check-ins (train, validation and test)."
+    ),
 }
 
 
 # ----- describing runs -----
+
 
 def settings_summary(config: ExperimentConfig) -> str:
     """One line of a run's settings, e.g. "central · federated · 10 rounds · ... · IID clients"."""
@@ -52,8 +62,9 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
 
 def results_table(runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Final metrics of each run (columns) with the baselines of its own test data, as display text."""
-    return metrics_table({label: run.test for label, run in runs.items()},
-                         {label: run.baselines for label, run in runs.items()}, rounds)
+    return metrics_table(
+        {label: run.test for label, run in runs.items()}, {label: run.baselines for label, run in runs.items()}, rounds
+    )
 
 
 _pct, _num = pct, num
@@ -89,6 +100,7 @@ def _duration(seconds: float) -> str:
 
 
 # ----- run views -----
+
 
 def reference_rounds(store: RunStore, exclude: set[str]) -> tuple[str, pd.DataFrame] | None:
     """The pinned reference run's (name, rounds), unless it is one of the runs already shown."""
@@ -132,8 +144,14 @@ def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool, expla
     if run.can_stop:
         stop_button(run.id)
     colors = charts.distinct_colors([run.name])
-    draw = functools.partial(curves, {run.name: rounds}, max_rounds=run.config.rounds, colors=colors,
-                             reference=reference_rounds(run_store(), {run.id}), key=f"run_{run.id}_{live}")
+    draw = functools.partial(
+        curves,
+        {run.name: rounds},
+        max_rounds=run.config.rounds,
+        colors=colors,
+        reference=reference_rounds(run_store(), {run.id}),
+        key=f"run_{run.id}_{live}",
+    )
     if not explain:
         draw(narrow=narrow)
     elif narrow:  # no room beside stacked charts: the panel goes right above them
@@ -162,17 +180,23 @@ def status_line(run: Run, rounds: pd.DataFrame) -> None:
         st.progress(1.0, text=testing_line(run, rounds))
     elif run.status == "finished":
         early = done < run.config.rounds
-        st.success(f"Finished after {done} round(s)"
-                   + (f", stopped early: no better validation loss for {run.config.patience} rounds." if early else ".")
-                   + " Test results use the round with the lowest validation loss.")
+        st.success(
+            f"Finished after {done} round(s)"
+            + (f", stopped early: no better validation loss for {run.config.patience} rounds." if early else ".")
+            + " Test results use the round with the lowest validation loss."
+        )
     elif run.status == "stopped":
-        st.warning(f"Stopped after {done} round(s); the rounds so far are kept"
-                   + (" and the kept model was tested." if run.test else "."))
+        st.warning(
+            f"Stopped after {done} round(s); the rounds so far are kept"
+            + (" and the kept model was tested." if run.test else ".")
+        )
     elif run.status == "failed":
         st.error(f"The run failed: {run.error or 'no reason recorded'}", icon=":material/error:")
     elif run.status == "interrupted":
-        st.warning(f"Interrupted after {done} round(s): the app stopped while it trained. Start it again "
-                   "from the Train page if you need it.")
+        st.warning(
+            f"Interrupted after {done} round(s): the app stopped while it trained. Start it again "
+            "from the Train page if you need it."
+        )
 
 
 def stop_button(run_id: str) -> None:
@@ -189,8 +213,15 @@ def stop_button(run_id: str) -> None:
         st.toast("Stopping after the current round…")
 
 
-def curves(runs: Mapping[str, pd.DataFrame], *, max_rounds: int | None, colors: Mapping[str, str],
-           reference: tuple[str, pd.DataFrame] | None, key: str, narrow: bool = False) -> None:
+def curves(
+    runs: Mapping[str, pd.DataFrame],
+    *,
+    max_rounds: int | None,
+    colors: Mapping[str, str],
+    reference: tuple[str, pd.DataFrame] | None,
+    key: str,
+    narrow: bool = False,
+) -> None:
     """Loss and accuracy per round (side by side, or stacked when narrow), with how to read them."""
     if not any(len(r) for r in runs.values()):
         return
@@ -198,9 +229,19 @@ def curves(runs: Mapping[str, pd.DataFrame], *, max_rounds: int | None, colors: 
     for column, metric in zip(places, ("loss", "accuracy")):
         fig = charts.learning_curves(runs, metric, reference=reference, colors=colors, max_rounds=max_rounds)
         show_chart(fig, key=f"{key}_{metric}", place=column)
-    st.caption("Dashed: training (average over the clients' local steps); solid: validation (each client's "
-               "held-out later check-ins). Accuracy = share of next check-ins whose category was predicted "
-               "right." + (" Faint: the pinned reference run." if reference else ""))
+    st.caption(
+        "Dashed: training (average over the clients' local steps); solid: validation (each client's "
+        "held-out later check-ins). Accuracy = share of next check-ins whose category was predicted "
+        "right." + (" Faint: the pinned reference run." if reference else "")
+    )
+    if charts.sends_bytes(runs):
+        places = (st.container(), st.container()) if narrow else st.columns(2)
+        show_chart(charts.megabytes_per_round(runs, colors=colors), key=f"{key}_megabytes", place=places[0])
+        show_chart(charts.accuracy_vs_megabytes(runs, colors=colors), key=f"{key}_per_megabyte", place=places[1])
+        st.caption(
+            "Communication: down = the model sent to each sampled client; up = each reporting client's "
+            "update after compression (its encoded size under the aggregator's settings)."
+        )
 
 
 def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: bool = False) -> None:
@@ -208,10 +249,13 @@ def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: 
     test, base = run.test or {}, run.baselines or {}
     best_base = best_baseline(base)
     cols = st.columns(4)
-    cols[0].metric("acc@1", _pct(test.get("accuracy")),
-                   delta=None if best_base is None else f"{(test['accuracy'] - best_base) * 100:+.1f} pts",
-                   help="Share of test targets whose category was the model's first guess. Below: how many "
-                        "percentage points above (or below) the best baseline.")
+    cols[0].metric(
+        "acc@1",
+        _pct(test.get("accuracy")),
+        delta=None if best_base is None else f"{(test['accuracy'] - best_base) * 100:+.1f} pts",
+        help="Share of test targets whose category was the model's first guess. Below: how many "
+        "percentage points above (or below) the best baseline.",
+    )
     cols[1].metric("acc@5", _pct(test.get("top5_accuracy")), help="Share whose category was among the top 5 guesses.")
     cols[2].metric("MRR", _num(test.get("mrr")), help="Mean reciprocal rank of the true category (1 = always first).")
     cols[3].metric("test loss", _num(test.get("loss")), help="Cross-entropy on the test targets, in nats.")
@@ -221,12 +265,16 @@ def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: 
     left.table(results_table({run.name: run}, {run.name: run_store().rounds(run.id)}))
     fig = charts.metrics_vs_baselines({run.name: test.get("accuracy", 0.0)}, base, colors=colors)
     show_chart(fig, key=f"{key}_baselines", place=right)
-    st.caption("Baselines are simple predictors scored on exactly the same test targets. A model that does not "
-               "beat 'Repeat last category' or the Markov chains has learned little.")
+    st.caption(
+        "Baselines are simple predictors scored on exactly the same test targets. A model that does not "
+        "beat 'Repeat last category' or the Markov chains has learned little."
+    )
     if test.get("per_client"):
         show_chart(charts.per_client_accuracy({run.name: test}, colors=colors), key=f"{key}_clients")
-        st.caption("Each client's own test accuracy. A wide spread means the shared model suits some people far "
-                   "better than others (their data differ: non-IID).")
+        st.caption(
+            "Each client's own test accuracy. A wide spread means the shared model suits some people far "
+            "better than others (their data differ: non-IID)."
+        )
         fairness_view({run.name: test}, colors=colors, key=key)
 
 
@@ -234,9 +282,11 @@ def personalized_text(tuned: Mapping, best_baseline: float | None) -> str:
     gain = ""
     if best_baseline is not None:
         gain = f" ({(tuned['accuracy'] - best_baseline) * 100:+.1f} pts against the best baseline)"
-    return (f"**Personalised:** after {tuned['epochs']} epochs of fine-tuning on each client's own earlier check-ins, "
-            f"acc@1 {tuned['accuracy']:.1%}{gain}, acc@5 {tuned['top5_accuracy']:.1%}, MRR {tuned['mrr']:.3f}. "
-            "Each user's phone would adapt the shared model to its owner; the data still never leaves it.")
+    return (
+        f"**Personalised:** after {tuned['epochs']} epochs of fine-tuning on each client's own earlier check-ins, "
+        f"acc@1 {tuned['accuracy']:.1%}{gain}, acc@5 {tuned['top5_accuracy']:.1%}, MRR {tuned['mrr']:.3f}. "
+        "Each user's phone would adapt the shared model to its owner; the data still never leaves it."
+    )
 
 
 def class_details(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], key: str) -> None:
@@ -245,21 +295,30 @@ def class_details(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], 
     if not reports:
         return
     show_chart(charts.per_class_recall(reports, colors=colors), key=f"{key}_class")
-    st.caption("For each true category: the share of its test targets predicted right. Rare categories are usually "
-               "hard; a model that only learns the common ones scores 0 on the rest.")
+    st.caption(
+        "For each true category: the share of its test targets predicted right. Rare categories are usually "
+        "hard; a model that only learns the common ones scores 0 on the rest."
+    )
     for column, (label, report) in zip(st.columns(len(reports)), reports.items()):
-        show_chart(charts.confusion_heatmap(report, title=f"Confusion: {label}"), key=f"{key}_confusion_{label}",
-                   place=column)
-    st.caption("Rows: the true category; columns: what the model predicted; each row sums to 100%. "
-               "A strong diagonal is good; a bright column is a category the model guesses too often.")
+        show_chart(
+            charts.confusion_heatmap(report, title=f"Confusion: {label}"), key=f"{key}_confusion_{label}", place=column
+        )
+    st.caption(
+        "Rows: the true category; columns: what the model predicted; each row sums to 100%. "
+        "A strong diagonal is good; a bright column is a category the model guesses too often."
+    )
 
 
 # ----- fairness and the round explained -----
 
+
 def fairness_view(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], key: str) -> None:
     """Best and worst served clients of each report with their check-ins, then accuracy against data size."""
-    tables = {label: fairness.client_table(report["per_client"]) for label, report in reports.items()
-              if report and report.get("per_client")}
+    tables = {
+        label: fairness.client_table(report["per_client"])
+        for label, report in reports.items()
+        if report and report.get("per_client")
+    }
     if not tables:
         return
     st.markdown("**Fairness: who is served well, who is not**")
@@ -271,12 +330,18 @@ def fairness_view(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], 
             for title, rows in (("Best served", best), ("Worst served", worst)):
                 if len(rows):
                     st.caption(title)
-                    st.dataframe(rows, hide_index=True, column_config=FAIRNESS_COLUMNS,
-                                 key=f"{key}_fair_{title.split()[0].lower()}_{number}")
+                    st.dataframe(
+                        rows,
+                        hide_index=True,
+                        column_config=FAIRNESS_COLUMNS,
+                        key=f"{key}_fair_{title.split()[0].lower()}_{number}",
+                    )
             st.caption(fairness.correlation_text(table))
     show_chart(charts.accuracy_vs_checkins(tables, colors=colors), key=f"{key}_fairness")
-    st.caption("Each dot is one client; check-ins count all of its check-ins (train, validation and test). If "
-               "the dots climb to the right, users with little data are served worse.")
+    st.caption(
+        "Each dot is one client; check-ins count all of its check-ins (train, validation and test). If "
+        "the dots climb to the right, users with little data are served worse."
+    )
 
 
 def explain_panel(run: Run, rounds: pd.DataFrame) -> None:

@@ -4,6 +4,7 @@ privacy budget, and turning the form into an ExperimentConfig that is queued.
 Every widget is made from the config fields' metadata (fedlab.config.Setting): label, help, limits,
 choices and the form group it sits in; this module only lays the groups out.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,30 +29,44 @@ from fedlab.privacy import PrivacyBudget
 __all__ = ["GROUPING_NAMES"]  # the Data page labels its grouping choice with the same names
 
 FEATURE_NAMES = {
-    "cat_id": "category of the check-in", "user_id": "who checked in", "latitude": "venue latitude",
-    "longitude": "venue longitude", "is_weekend": "weekend or not",
-    "clock_sin": "time of day (sin)", "clock_cos": "time of day (cos)",
-    "day_sin": "day of month (sin)", "day_cos": "day of month (cos)",
-    "month_sin": "month (sin)", "month_cos": "month (cos)",
-    "week_day_sin": "weekday (sin)", "week_day_cos": "weekday (cos)",
-    "venue_id": "which venue", "orig_cat_id": "fine Foursquare category",
+    "cat_id": "category of the check-in",
+    "user_id": "who checked in",
+    "latitude": "venue latitude",
+    "longitude": "venue longitude",
+    "is_weekend": "weekend or not",
+    "clock_sin": "time of day (sin)",
+    "clock_cos": "time of day (cos)",
+    "day_sin": "day of month (sin)",
+    "day_cos": "day of month (cos)",
+    "month_sin": "month (sin)",
+    "month_cos": "month (cos)",
+    "week_day_sin": "weekday (sin)",
+    "week_day_cos": "weekday (cos)",
+    "venue_id": "which venue",
+    "orig_cat_id": "fine Foursquare category",
     "user_habits": "where this user went next after this category before (counted on their own device)",
 }
 FEDADAM = {"client_optimizer": "sgd", "client_lr": 0.3, "server_optimizer": "adam", "server_lr": 0.01}
 PRESET_BUTTONS = {
     "central": ("Central preset", "Category plus the 8 cyclic time features (the study's central model)."),
     "biggest": ("Biggest preset", "Every feature of the study, including user, venue and position."),
-    "habits": ("Habits preset", "Biggest plus each user's own habits: the shares of categories they went to next "
-                                "after this one, counted from their earlier check-ins on their own device."),
+    "habits": (
+        "Habits preset",
+        "Biggest plus each user's own habits: the shares of categories they went to next "
+        "after this one, counted from their earlier check-ins on their own device.",
+    ),
 }
-QUICK_DEMO_HELP = ("Small settings for a first look: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
-                   QUICK_DEMO.items() if k != "features") + ", central features. Its rounds train in well under "
-                   "a minute on two cores (about 35 s measured on a busy shared machine); a session's first run "
-                   "also builds the federated computation (about 30 s). Accuracy stays far below the study's "
-                   "settings.")
+QUICK_DEMO_HELP = (
+    "Small settings for a first look: "
+    + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in QUICK_DEMO.items() if k != "features")
+    + ", central features. On two cores its five rounds "
+    "take about 1-3 s each once the federated computation is built (about 10 s the first time), "
+    "and it beats the majority and Markov baselines on the synthetic city, not the per-user ones."
+)
 
 
 # ----- which settings the form shows -----
+
 
 def form_settings() -> list[tuple[str, Setting, object]]:
     """(field, Setting, default) of every setting drawn by the form; the data source comes from the sidebar."""
@@ -87,6 +102,7 @@ def kept_keys() -> list[str]:
 
 # ----- the form -----
 
+
 def _set_preset(prefix: str, preset: str) -> None:
     st.session_state[f"{prefix}_features"] = list(PRESETS[preset])
 
@@ -113,10 +129,15 @@ def settings_form(prefix: str, *, preset: str = "central", columns: int = 4, wor
     for name, s in main:
         _widget(next(cells), key(name), s)
     with st.expander("Optimizers, seed and more · what if (dropout, privacy)"):
-        st.button("FedAdam optimizers (for real data)", key=key("btn_fedadam"), on_click=_use_fedadam, args=(key,),
-                  help="Plain SGD 0.3 on the clients, Adam 0.01 on the server. On the real check-ins this trains "
-                       "far better than the defaults (client Adam), whose clients drift apart; it needs more rounds, "
-                       "so the quick synthetic demos keep the defaults.")
+        st.button(
+            "FedAdam optimizers (for real data)",
+            key=key("btn_fedadam"),
+            on_click=_use_fedadam,
+            args=(key,),
+            help="Plain SGD 0.3 on the clients, Adam 0.01 on the server. On the real check-ins this trains "
+            "far better than the defaults (client Adam), whose clients drift apart; it needs more rounds, "
+            "so the quick synthetic demos keep the defaults.",
+        )
         cells = _grid(min(columns, 3), len(groups["advanced"]))
         for name, s in groups["advanced"]:
             _widget(next(cells), key(name), s)
@@ -130,14 +151,26 @@ def _features(key: Callable[[str], str], prefix: str, preset: str, name: str, s:
     # The preset is the widget's own default, not only a session-state value: a multiselect whose default
     # is [] can show and send back [] when the browser draws it before the value arrives.
     first = key(name) not in st.session_state
-    st.multiselect(s.label, list(s.choices), default=list(PRESETS[preset]) if first else None, key=key(name),
-                   help=s.help + " " + "; ".join(f"**{f}**: {FEATURE_NAMES[f]}" for f in s.choices) + ".")
+    st.multiselect(
+        s.label,
+        list(s.choices),
+        default=list(PRESETS[preset]) if first else None,
+        key=key(name),
+        help=s.help + " " + "; ".join(f"**{f}**: {FEATURE_NAMES[f]}" for f in s.choices) + ".",
+    )
     with st.container(horizontal=True):
         for preset_name, (label, help_text) in PRESET_BUTTONS.items():
-            st.button(label, key=key(f"btn_{preset_name}"), on_click=_set_preset, args=(prefix, preset_name),
-                      help=help_text)
-        st.button("Quick demo", key=key("btn_quick"), on_click=_set_quick_demo, args=(prefix,),
-                  icon=":material/bolt:", help=QUICK_DEMO_HELP)
+            st.button(
+                label, key=key(f"btn_{preset_name}"), on_click=_set_preset, args=(prefix, preset_name), help=help_text
+            )
+        st.button(
+            "Quick demo",
+            key=key("btn_quick"),
+            on_click=_set_quick_demo,
+            args=(prefix,),
+            icon=":material/bolt:",
+            help=QUICK_DEMO_HELP,
+        )
 
 
 def _widget(cell, key: str, s: Setting, *, disabled: bool = False):
@@ -145,19 +178,48 @@ def _widget(cell, key: str, s: Setting, *, disabled: bool = False):
     if s.kind in ("int", "float"):
         kind = int if s.kind == "int" else float
         extra = {"value": None, "placeholder": s.none} if s.none is not None and s.switch is None else {}
-        return _number_input(cell, s.label, key=key, min_value=kind(s.min), max_value=kind(s.max),
-                             step=kind(s.step or 1), format=s.format, help=s.help, disabled=disabled, **extra)
+        return _number_input(
+            cell,
+            s.label,
+            key=key,
+            min_value=kind(s.min),
+            max_value=kind(s.max),
+            step=kind(s.step or 1),
+            format=s.format,
+            help=s.help,
+            disabled=disabled,
+            **extra,
+        )
     if s.kind == "choice" and s.widget == "radio":
-        return cell.radio(s.label, list(s.choices), key=key, horizontal=True, help=s.help, disabled=disabled,
-                          format_func=lambda c: s.choice_labels.get(c, c))
+        return cell.radio(
+            s.label,
+            list(s.choices),
+            key=key,
+            horizontal=True,
+            help=s.form_help,
+            disabled=disabled,
+            format_func=lambda c: s.choice_labels.get(c, c),
+        )
     if s.kind == "choice":
-        return cell.selectbox(s.label, list(s.choices), key=key, help=s.help, disabled=disabled,
-                              format_func=lambda c: f"{c} · {s.choice_labels[c]}" if c in s.choice_labels else c)
+        return cell.selectbox(
+            s.label,
+            list(s.choices),
+            key=key,
+            help=s.form_help,
+            disabled=disabled,
+            format_func=lambda c: f"{c} · {s.choice_labels[c]}" if c in s.choice_labels else c,
+        )
     if s.kind == "bool":
         return cell.checkbox(s.label, key=key, help=s.help, disabled=disabled)
     placeholder = f"off: {s.none}" if s.kind == "list" and s.none else None
-    return cell.text_input(s.label, key=key, max_chars=None if s.kind == "list" else 80, help=s.help,
-                           placeholder=placeholder, disabled=disabled)
+    return cell.text_input(
+        s.label,
+        key=key,
+        max_chars=None if s.kind == "list" else 80,
+        help=s.help,
+        placeholder=placeholder,
+        disabled=disabled,
+    )
 
 
 def _number_input(cell, label: str, *, key: str, min_value, max_value, **kwargs):
@@ -175,8 +237,11 @@ def _number_input(cell, label: str, *, key: str, min_value, max_value, **kwargs)
         else:
             del st.session_state[key]  # the widget starts again from its lowest value
         fixed = st.session_state.get(key, min_value)
-        cell.error(f"{label} must be between {min_value:,} and {max_value:,}, not {value!r}; it is now {fixed!r}. "
-                   "Check it, then press Run.", icon=":material/error:")
+        cell.error(
+            f"{label} must be between {min_value:,} and {max_value:,}, not {value!r}; it is now {fixed!r}. "
+            "Check it, then press Run.",
+            icon=":material/error:",
+        )
     return cell.number_input(label, key=key, min_value=min_value, max_value=max_value, **kwargs)
 
 
@@ -222,30 +287,44 @@ def _privacy_budget(key: Callable[[str], str]) -> None:
         budget = privacy_budget(float(noise), per_round, int(users), int(rounds))
     except (TypeError, ValueError):  # a field is empty or out of range; its own message says so
         return
-    st.info(budget_text(budget, rounds=int(rounds), clients_per_round=per_round, total_clients=int(users)),
-            icon=":material/lock:")
+    st.info(
+        budget_text(budget, rounds=int(rounds), clients_per_round=per_round, total_clients=int(users)),
+        icon=":material/lock:",
+    )
 
 
 @st.cache_data(show_spinner="Computing the privacy budget…", max_entries=256)
 def privacy_budget(noise: float, clients_per_round: int | None, total_clients: int, rounds: int) -> PrivacyBudget:
     from fedlab.privacy import dp_epsilon  # loads dp_accounting (and scipy) only when DP is turned on
 
-    return dp_epsilon(noise_multiplier=noise, clients_per_round=clients_per_round, total_clients=total_clients,
-                      rounds=rounds)
+    return dp_epsilon(
+        noise_multiplier=noise, clients_per_round=clients_per_round, total_clients=total_clients, rounds=rounds
+    )
 
 
 def budget_text(budget: PrivacyBudget, *, rounds: int, clients_per_round: int | None, total_clients: int) -> str:
     """One paragraph: epsilon at a stated delta, for how many rounds and clients, and how to read it."""
     sampled = total_clients if clients_per_round is None else min(clients_per_round, total_clients)
-    setting = (f"{sampled:,} of {total_clients:,} clients a round, every one of the {total_clients:,} users "
-               "counted as a client")
+    setting = (
+        f"{sampled:,} of {total_clients:,} clients a round, every one of the {total_clients:,} users "
+        "counted as a client"
+    )
     if math.isinf(budget.epsilon):
-        return (f"Privacy budget if all {rounds} rounds run: **ε = ∞** ({setting}). Without noise, clipping alone "
-                "promises no privacy; raise the noise multiplier.")
-    reading = ("strong" if budget.epsilon <= 1 else "moderate" if budget.epsilon <= 10
-               else "weak — above about 10 it promises little")
-    return (f"Privacy budget if all {rounds} rounds run: **ε = {budget.epsilon:,.2f} at δ = {budget.delta:.1e}** "
-            f"per user ({setting}). Smaller ε is more private; this is {reading}. Early stopping spends less.")
+        return (
+            f"Privacy budget if all {rounds} rounds run: **ε = ∞** ({setting}). Without noise, clipping alone "
+            "promises no privacy; raise the noise multiplier."
+        )
+    reading = (
+        "strong"
+        if budget.epsilon <= 1
+        else "moderate"
+        if budget.epsilon <= 10
+        else "weak — above about 10 it promises little"
+    )
+    return (
+        f"Privacy budget if all {rounds} rounds run: **ε = {budget.epsilon:,.2f} at δ = {budget.delta:.1e}** "
+        f"per user ({setting}). Smaller ε is more private; this is {reading}. Early stopping spends less."
+    )
 
 
 def config_from_settings(values: Mapping, source: DataSource, skip: bool) -> ExperimentConfig:
@@ -291,8 +370,10 @@ def estimate_caption(values: Mapping) -> str:
     store = run_store()
     runs = store.list_runs(statuses=("finished",))[:ESTIMATE_RUNS]
     estimate = estimate_duration(config, [(run.config, store.rounds(run.id)) for run in runs])
-    return (f"Estimate: about {duration_text(estimate.seconds)} for all {config.rounds} rounds, from "
-            f"{estimate.basis}; early stopping ends sooner, building the model and the test come on top.")
+    return (
+        f"Estimate: about {duration_text(estimate.seconds)} for all {config.rounds} rounds, from "
+        f"{estimate.basis}; early stopping ends sooner, building the model and the test come on top."
+    )
 
 
 def submit(values: Mapping) -> str | None:

@@ -1,6 +1,7 @@
 """The check-in data a session works with: the sidebar picker (synthetic city, a path, an upload),
 loading and caching the frame, and the cached summaries the Data and Home pages draw.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,13 +15,17 @@ import streamlit as st
 
 from fedlab import explore, pipeline
 from fedlab.config import DataConfig, ExperimentConfig
+from fedlab.dashboard.access import may_read_server_files
 from fedlab.dashboard.state import APP_ROOT, SYNTHETIC, DataSource, data_source, show_error, skip_bad_rows
 from fedlab.errors import DataError, FedlabError
 from fedlab.loader import load_checkins
 
 UPLOAD_DIR = APP_ROOT / "data" / "uploads"  # uploads are saved here under a content hash, never their own name
-SOURCE_KINDS = {"synthetic": "Synthetic city (default)", "path": "A file on the server (path)",
-                "upload": "Upload a file"}
+SOURCE_KINDS = {
+    "synthetic": "Synthetic city (default)",
+    "path": "A file on the server (path)",
+    "upload": "Upload a file",
+}
 
 
 def kept_keys() -> list[str]:
@@ -32,11 +37,22 @@ def data_source_sidebar() -> None:
     """The sidebar widget that picks the check-in data for this session."""
     with st.sidebar:
         st.subheader("Check-in data")
-        kind = st.radio("Data source", list(SOURCE_KINDS), format_func=SOURCE_KINDS.get, key="source_kind",
-                        help="The synthetic city is generated on the fly (not real people). Or read a Foursquare "
-                             "TSMC2014 file (tab-separated raw file or CSV, optionally .gz / .zip).")
-        st.checkbox("Skip bad rows", key="source_skip_bad_rows",
-                    help="Drop rows that cannot be read and count them, instead of stopping at the first one.")
+        kinds = [k for k in SOURCE_KINDS if k != "path" or may_read_server_files()]
+        if st.session_state.get("source_kind") not in (None, *kinds):
+            st.session_state["source_kind"] = "synthetic"
+        kind = st.radio(
+            "Data source",
+            kinds,
+            format_func=SOURCE_KINDS.get,
+            key="source_kind",
+            help="The synthetic city is generated on the fly (not real people). Or read a Foursquare "
+            "TSMC2014 file (tab-separated raw file or CSV, optionally .gz / .zip).",
+        )
+        st.checkbox(
+            "Skip bad rows",
+            key="source_skip_bad_rows",
+            help="Drop rows that cannot be read and count them, instead of stopping at the first one.",
+        )
         if kind == "synthetic":
             _use_source(SYNTHETIC)
         elif kind == "path":
@@ -53,8 +69,12 @@ def _use_source(source: DataSource) -> None:
 
 
 def _path_picker() -> None:
-    text = st.text_input("Path to a check-in file", key="source_path", placeholder="/data/dataset_TSMC2014_NYC.txt",
-                         help="A file on the machine running this app. It is only read, never changed.")
+    text = st.text_input(
+        "Path to a check-in file",
+        key="source_path",
+        placeholder="/data/dataset_TSMC2014_NYC.txt",
+        help="A file on the machine running this app. It is only read, never changed.",
+    )
     if st.button("Use this file", key="source_btn_path"):
         try:
             source = path_source(text)
@@ -86,9 +106,12 @@ def path_source(text: str) -> DataSource:
 
 
 def _upload_picker() -> None:
-    upload = st.file_uploader("Check-in file", key="source_upload",
-                              help="Raw TSMC2014 (tab-separated) or CSV, optionally .gz or .zip. "
-                                   "It is stored on the server under a name made from its content.")
+    upload = st.file_uploader(
+        "Check-in file",
+        key="source_upload",
+        help="Raw TSMC2014 (tab-separated) or CSV, optionally .gz or .zip. "
+        "It is stored on the server under a name made from its content.",
+    )
     if upload is None:
         return
     attempt = (upload.file_id, skip_bad_rows())
@@ -122,8 +145,10 @@ def save_upload(data: bytes, folder: Path) -> Path:
     """Saves uploaded bytes as <sha256 prefix>.<ext> in `folder` (the name the upload chose is never used)."""
     limit = max_upload_bytes()
     if len(data) > limit:
-        raise DataError(f"the upload is {len(data) / 2**20:,.1f} MB, more than the {limit // 2**20:,} MB limit; "
-                        "load a smaller file (for example fewer users), or put it on the server and give its path")
+        raise DataError(
+            f"the upload is {len(data) / 2**20:,.1f} MB, more than the {limit // 2**20:,} MB limit; "
+            "load a smaller file (for example fewer users), or put it on the server and give its path"
+        )
     digest = hashlib.sha256(data).hexdigest()[:24]
     path = Path(folder) / f"{digest}.{_upload_extension(data)}"
     if not path.is_file():
@@ -206,16 +231,22 @@ def _cached_sequences(key: tuple, config: DataConfig) -> dict:
     frame, skipped = _cached_frame(key)
     data = pipeline.prepare(frame, config, skipped_rows=skipped)
     sizes = data.train.client_sizes()
-    return {**data.summary, "clients_with_train": int((sizes > 0).sum()),
-            "median_train_per_client": float(pd.Series(sizes).median()) if len(sizes) else 0.0}
+    return {
+        **data.summary,
+        "clients_with_train": int((sizes > 0).sum()),
+        "median_train_per_client": float(pd.Series(sizes).median()) if len(sizes) else 0.0,
+    }
 
 
 def source_banner() -> None:
     """One line saying which data the page shows; the synthetic city is always called synthetic."""
     source = data_source()
     if source.is_synthetic:
-        st.info(f"Data: **{source.label}** — synthetic check-ins generated by fedlab, not real people. "
-                "Choose a real file in the sidebar.", icon=":material/science:")
+        st.info(
+            f"Data: **{source.label}** — synthetic check-ins generated by fedlab, not real people. "
+            "Choose a real file in the sidebar.",
+            icon=":material/science:",
+        )
     else:
         st.caption(f"Data: **{source.label}**")
 

@@ -9,6 +9,7 @@ Threads: the JobManager's training thread never calls Streamlit. Everything it u
 the experiment factory, the lazily made BuildCache) is plain Python created here on the script thread.
 TensorFlow is imported only when the first real experiment is built, inside that training thread.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,6 +39,7 @@ _VIEW_KEY = "_kept_view"  # what the last run drew, for keep_widget_state
 DEMO_SWITCH = "FEDLAB_DEMO_RUNS"  # "0" = never queue demo runs (the tests set it)
 
 # ----- resources shared by all sessions -----
+
 
 class SharedBuildCache:
     """The engine's BuildCache, made on first use: making it imports TensorFlow, which only training needs."""
@@ -79,8 +81,13 @@ def build_cache() -> SharedBuildCache:
 def _start_jobs(path: str, factory_spec: str) -> JobManager:
     factory = experiment_factory(factory_spec, build_cache())
     # Models and TensorBoard logs live beside the database, one file or folder per run id.
-    return JobManager(_open_store(path), experiment_factory=factory, model_dir=Path(path).parent / "models",
-                      tensorboard_dir=Path(path).parent / "tensorboard", queue_limit=queue_limit_from_env())
+    return JobManager(
+        _open_store(path),
+        experiment_factory=factory,
+        model_dir=Path(path).parent / "models",
+        tensorboard_dir=Path(path).parent / "tensorboard",
+        queue_limit=queue_limit_from_env(),
+    )
 
 
 def job_manager() -> JobManager:
@@ -129,6 +136,7 @@ def _parameters(target: Callable) -> Mapping:
 
 # ----- page set-up -----
 
+
 def ensure_navigation() -> None:
     """Call first on every page: reruns through app.py when Streamlit ran the page on its own.
 
@@ -146,6 +154,7 @@ def ensure_navigation() -> None:
 
 
 # ----- per-session state -----
+
 
 @dataclass(frozen=True)
 class DataSource:
@@ -212,14 +221,18 @@ def keep_widget_state(keys, view: tuple) -> None:
 
 # ----- errors -----
 
+
 def show_error(exc: BaseException) -> None:
     """A short message: a FedlabError's own words, anything else a hint (details go to the server log)."""
     if isinstance(exc, FedlabError):
         st.error(str(exc), icon=":material/error:")
         return
     log.error("dashboard error", exc_info=exc)
-    st.error(f"Something went wrong ({type(exc).__name__}). Try again, or choose other settings; "
-             "details are in the server log.", icon=":material/error:")
+    st.error(
+        f"Something went wrong ({type(exc).__name__}). Try again, or choose other settings; "
+        "details are in the server log.",
+        icon=":material/error:",
+    )
 
 
 # ----- start-up work: demo runs, then the default model pre-built -----
@@ -286,8 +299,9 @@ def _start_prebuild(manager: JobManager, factory_spec: str) -> None:
         return
     config = _default_train_config()
     shared = build_cache()
-    threading.Thread(target=_prebuild_when_idle, args=(manager, prebuild, config, shared), daemon=True,
-                     name="fedlab-prebuild").start()
+    threading.Thread(
+        target=_prebuild_when_idle, args=(manager, prebuild, config, shared), daemon=True, name="fedlab-prebuild"
+    ).start()
 
 
 def _prebuild_function(factory_spec: str) -> Callable | None:
@@ -309,8 +323,9 @@ def _default_train_config() -> ExperimentConfig:
     return settings.config_from_settings(settings.default_settings("central"), SYNTHETIC, False)
 
 
-def _prebuild_when_idle(manager: JobManager, prebuild: Callable, config: ExperimentConfig,
-                        shared: SharedBuildCache) -> None:
+def _prebuild_when_idle(
+    manager: JobManager, prebuild: Callable, config: ExperimentConfig, shared: SharedBuildCache
+) -> None:
     # Plain Python only: this thread never calls Streamlit.
     manager.wait_idle()  # the demo runs first; a run started meanwhile waits for the cache's build lock
     try:

@@ -1,0 +1,190 @@
+"""Lessons without the dashboard: the what-to-notice texts from hand-built numbers, finding stored runs with
+equal settings, and `fedlab lessons --prepare` (training faked) skipping what is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fedlab import lesson_notes as notes
+from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE
+from fedlab.lesson_notes import RunNumbers
+from fedlab.lesson_prepare import describe, prepare
+from fedlab.lessons import BASE, all_configs, lesson_by_key, lesson_numbers, lesson_state, lessons, what_to_notice
+from fedlab.privacy import dp_epsilon
+from fedlab.store import RunStore
+from tests import fakes
+
+
+def numbers(accuracy: float, **changes) -> RunNumbers:
+    return RunNumbers(accuracy=accuracy, **changes)
+
+
+# ----- the lessons themselves -----
+
+
+def test_every_topic_has_a_lesson_with_a_reference_and_one_or_two_what_ifs_on_small_synthetic_runs():
+    keys = [lesson.key for lesson in lessons()]
+    for topic in (
+        "non_iid",
+        "drift",
+        "participation",
+        "privacy",
+        "personalisation",
+        "fairness",
+        "fedprox",
+        "compression",
+        "secure_aggregation",
+    ):
+        assert topic in keys
+    for lesson in lessons():
+        assert 2 <= len(lesson.runs) <= 3 and lesson.runs[0].config == BASE, lesson.key
+        for run in lesson.runs:
+            assert run.config.data.data is None and run.config.data.top_users <= 10 and run.config.gru_units <= 32
+
+
+def test_shared_runs_are_trained_once():
+    configs = all_configs()
+    assert sum(1 for c in configs if c.replace(name="") == BASE.replace(name="")) == 1
+    assert len(configs) == len({repr(c.replace(name="")) for c in configs})
+
+
+# ----- what to notice, from hand-built numbers -----
+
+
+def test_non_iid_note_states_both_accuracies_and_the_gap_in_points():
+    text = notes.non_iid({"IID clients": numbers(0.31), "non-IID clients": numbers(0.25)})
+    assert "31.0%" in text and "25.0%" in text and "+6.0 points" in text and "cost accuracy" in text
+    flipped = notes.non_iid({"IID clients": numbers(0.22), "non-IID clients": numbers(0.25)})
+    assert "-3.0 points" in flipped and "non-IID run did better" in flipped
+
+
+def test_a_gap_under_a_point_is_called_too_small_to_read():
+    text = notes.non_iid({"IID clients": numbers(0.255), "non-IID clients": numbers(0.25)})
+    assert "+0.5 points" in text and "too little to read anything into" in text
+
+
+def test_participation_note_counts_the_clients_averaged_per_round():
+    text = notes.participation(
+        {
+            "every client": numbers(0.30, mean_clients=10.0),
+            "3 clients per round": numbers(0.26, mean_clients=3.0),
+            "half drop out": numbers(0.28, mean_clients=5.5),
+        }
+    )
+    assert "3.0 clients averaged per round against 10.0" in text and "5.5 clients" in text
+    assert "3 clients per round lost the most" in text
+
+
+def test_privacy_note_gives_each_runs_epsilon_from_the_accountant():
+    lesson = lesson_by_key("privacy")
+    configs = {run.label: run.config for run in lesson.runs}
+    runs = {
+        label: numbers(acc, config=configs[label], rounds=6, total_clients=10)
+        for label, acc in (("no DP", 0.3), ("DP noise 0.5", 0.2), ("DP noise 2", 0.1))
+    }
+    text = notes.privacy(runs)
+    budget = dp_epsilon(noise_multiplier=2.0, clients_per_round=None, total_clients=10, rounds=6)
+    assert f"ε = {budget.epsilon:.1f}" in text and "-20.0 points" in text and "smaller ε with accuracy" in text
+
+
+def test_personalisation_note_compares_shared_and_fine_tuned_accuracy():
+    text = notes.personalisation(
+        {"shared model only": numbers(0.25), "fine-tuned 3 epochs": numbers(0.25, personalized_accuracy=0.32)}
+    )
+    assert "scored 25.0%" in text and "32.0%" in text and "+7.0 points" in text
+    assert "no fine-tuned test results" in notes.personalisation(
+        {"shared model only": numbers(0.25), "fine-tuned 3 epochs": numbers(0.25)}
+    )
+
+
+def test_fairness_note_reports_each_runs_client_spread():
+    wide = {f"u{i}": {"accuracy": 0.1 * i, "examples": 5, "checkins": 10 * i} for i in range(1, 6)}
+    narrow = {f"u{i}": {"accuracy": 0.28 + 0.01 * i, "examples": 5, "checkins": 10 * i} for i in range(1, 6)}
+    text = notes.fairness({"federated": numbers(0.3, per_client=wide), "centralized": numbers(0.3, per_client=narrow)})
+    assert "from 10.0% to 50.0%, 2 of 5 below the overall 30.0%" in text
+    assert "rank correlation with check-ins +1.00" in text and "spread is wider" in text
+
+
+def test_compression_note_gives_megabytes_and_their_share():
+    text = notes.compression(
+        {
+            "32-bit updates": numbers(0.3, mb_up=4.0),
+            "8-bit updates": numbers(0.29, mb_up=1.0, mb_saved=3.0),
+            "2-bit updates": numbers(0.2, mb_up=0.25, mb_saved=3.75),
+        }
+    )
+    assert "4.000 MB up" in text and "1.000 MB up (25% of it), 3.000 MB saved" in text and "(6% of it)" in text
+
+
+def test_secure_aggregation_note_says_the_secure_sum_cannot_run_here():
+    text = notes.secure_aggregation({"plain sum": numbers(0.3), "updates clipped to norm 1": numbers(0.27)})
+    assert "-3.0 points" in text and SECURE_AGGREGATION_UNAVAILABLE in text
+
+
+def test_the_note_waits_for_missing_runs_and_names_them():
+    lesson = lesson_by_key("non_iid")
+    text = what_to_notice(lesson, {"non-IID clients": numbers(0.25), "IID clients": None})
+    assert text.startswith("Still training") and "IID clients" in text and "%" not in text
+
+
+# ----- stored runs -----
+
+
+def finished(store: RunStore, config, *, accuracy: float, name: str = "") -> str:
+    fake = fakes.FakeExperiment(config)
+    run_id = store.create_run(config, name=name)
+    store.set_status(run_id, "running")
+    for record in fake.rounds():
+        store.add_round(run_id, record)
+    store.finish(
+        run_id,
+        status="finished",
+        test=dataclasses.replace(fake.test(), accuracy=accuracy),
+        baselines=fake.baselines(),
+        timing={},
+        model_path=None,
+        extra=fake.summary(),
+    )
+    return run_id
+
+
+def test_a_finished_run_with_equal_settings_is_found_whatever_its_name(tmp_path):
+    store = RunStore(tmp_path / "fedlab.db")
+    run_id = finished(store, BASE.replace(name="someone's run"), accuracy=0.3)
+    finished(store, BASE.replace(seed=1), accuracy=0.2)  # other settings: not a match
+    failed = store.create_run(BASE)
+    store.finish(failed, status="failed", test=None, baselines=None, timing={}, model_path=None)
+    assert store.matching_run(BASE).id == run_id
+    state = lesson_state(store, lesson_by_key("non_iid"))
+    assert state["non-IID clients"].id == run_id and state["IID clients"] is None
+
+
+def test_lesson_numbers_come_from_the_stored_runs(tmp_path):
+    store = RunStore(tmp_path / "fedlab.db")
+    lesson = lesson_by_key("non_iid")
+    finished(store, lesson.runs[0].config, accuracy=0.25)
+    finished(store, lesson.runs[1].config, accuracy=0.31)
+    found = lesson_numbers(store, lesson)
+    assert found["IID clients"].accuracy == 0.31 and found["IID clients"].rounds == BASE.rounds
+    assert "+6.0 points" in what_to_notice(lesson, found)
+
+
+@pytest.mark.parametrize("stored", [0, 1])
+def test_prepare_trains_each_missing_run_once_with_a_line_each_and_then_skips_them(tmp_path, stored):
+    store = RunStore(tmp_path / "fedlab.db")
+    if stored:
+        finished(store, BASE, accuracy=0.3, name="stored before")
+    factory = fakes.FakeFactory(round_seconds=0.0)
+    lines: list[str] = []
+    counts = prepare(store, experiment_factory=factory, say=lines.append)
+    total = len(all_configs())
+    assert counts == {"trained": total - stored, "skipped": stored, "failed": 0}
+    assert len(factory.made) == total - stored and all(e.closed for e in factory.made)
+    assert len(lines) == total + 1 and lines[0].startswith(f"[1/{total}]")
+    again: list[str] = []
+    assert prepare(store, experiment_factory=factory, say=again.append)["skipped"] == total
+    assert all("already stored" in line for line in again[:-1])
+    assert all("of 3 runs ready" not in line or "3 of 3" in line for line in describe(store))
