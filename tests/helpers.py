@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import io
 import zipfile
@@ -47,3 +48,17 @@ def compressed(data: bytes, kind: str) -> bytes:
             archive.writestr("checkins.txt", data)
         return buffer.getvalue()
     return data
+
+
+def imports_package(path: Path, package: str) -> bool:
+    """Whether the Python file at `path` imports `package` or one of its submodules (absolute imports, anywhere)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name == package or name.startswith(package + ".") for name in names):
+            return True
+    return False

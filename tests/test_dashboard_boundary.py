@@ -1,25 +1,16 @@
 """Streamlit stays in the dashboard: only fedlab/dashboard/ (and the page scripts in pages/) import it, and the
 one private Streamlit setting the dashboard relies on still behaves as fedlab.dashboard.state expects."""
 
-import ast
 from pathlib import Path
 
 import fedlab
+from tests.helpers import imports_package
 
 DASHBOARD = "dashboard"
 
 
 def _imports_streamlit(path: Path) -> bool:
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names = [node.module or ""]
-        else:
-            continue
-        if any(name == "streamlit" or name.startswith("streamlit.") for name in names):
-            return True
-    return False
+    return imports_package(path, "streamlit")
 
 
 def test_only_the_dashboard_package_imports_streamlit():

@@ -1,25 +1,16 @@
 """Which modules may import TensorFlow Federated: the federated wiring and the TFF runtime, nothing else."""
 
-import ast
 from pathlib import Path
 
 import fedlab
+from tests.helpers import imports_package
 
 # The federated wiring, the TFF runtime and worker, and the shim over the TFF internals they use.
 TFF_MODULES = {"federated.py", "runtime.py", "workers.py", "tff_internals.py"}
 
 
 def _imports_tff(path: Path) -> bool:
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names = [node.module or ""]
-        else:
-            continue
-        if any(name == "tensorflow_federated" or name.startswith("tensorflow_federated.") for name in names):
-            return True
-    return False
+    return imports_package(path, "tensorflow_federated")
 
 
 def test_only_the_federated_and_runtime_modules_import_tff():
