@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from fedlab.config import ExperimentConfig
 
-OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
+OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGD with momentum", "adam": "Adam", "yogi": "Yogi", "adagrad": "Adagrad"}
 
 
 def sampled_clients(config: ExperimentConfig, total_clients: int | None) -> int | None:
@@ -71,6 +71,10 @@ def _local_step(config: ExperimentConfig, latest: Mapping | None) -> str:
         f"N = {config.data.n} check-ins, {config.batch_size} sequences per batch, with "
         f"{_optimizer(config.client_optimizer)} (learning rate {config.client_lr:g})."
     )
+    if config.algorithm == "fedprox":
+        text += f" FedProx added a proximal term of strength mu = {config.prox_mu:g} to each client's loss."
+    elif config.algorithm == "mime":
+        text += " MIME-lite: each local step used the server optimizer's state, held fixed during the round."
     if latest is not None and _finite(latest.get("train_loss")):
         text += f" Their training loss averaged {latest['train_loss']:.3f}, accuracy {latest['train_accuracy']:.1%}."
     return text
@@ -82,6 +86,11 @@ def _average_step(config: ExperimentConfig, reported: int | None) -> str:
         f"**Average.** The server averaged {updates}, each weighted by that client's number of training "
         "examples, so clients with more check-ins count more. Raw check-ins never left the clients."
     )
+    if config.compression_bits:
+        text += (
+            f" Each update travelled compressed to {config.compression_bits} bits a value (TFF's uniform "
+            "quantisation after a random rotation), so the average is slightly noisy."
+        )
     if config.dp_clip is not None:
         text += (
             f" With differential privacy each update was first clipped to length {config.dp_clip:g}, and "

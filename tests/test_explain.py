@@ -76,3 +76,11 @@ def test_sampled_clients_caps_at_the_population():
     assert sampled_clients(ExperimentConfig(clients_per_round=50), 10) == 10
     assert sampled_clients(ExperimentConfig(clients_per_round=5), None) == 5
     assert sampled_clients(ExperimentConfig(), 7) == 7
+
+
+def test_the_algorithm_server_optimizer_and_compression_are_named():
+    config = ExperimentConfig(algorithm="fedprox", prox_mu=0.1, server_optimizer="yogi", compression_bits=8)
+    text = round_explanation(config, latest(), total_clients=12)
+    assert "proximal term of strength mu = 0.1" in text
+    assert "Yogi with learning rate 1" in text and "plain FedAvg" not in text
+    assert "compressed to 8 bits a value" in text
