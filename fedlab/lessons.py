@@ -60,6 +60,11 @@ def _reference(label: str = "reference") -> LessonRun:
     return LessonRun(label, BASE)
 
 
+def _what_if(label: str, **changes) -> LessonRun:
+    """A run of the base settings with `changes`, named by its label."""
+    return LessonRun(label, variant(label, **changes))
+
+
 def lessons() -> list[Lesson]:
     """Every lesson, in teaching order."""
     return [
@@ -69,7 +74,7 @@ def lessons() -> list[Lesson]:
             "Each phone holds only its owner's check-ins, so clients see very different data (non-IID). "
             "FedAvg averages updates that pull in different directions. Dealing the same sequences out at "
             "random (IID) shows what those differences cost.",
-            (_reference("non-IID clients"), LessonRun("IID clients", variant("IID clients", iid=True))),
+            (_reference("non-IID clients"), _what_if("IID clients", iid=True)),
             notes.non_iid,
         ),
         Lesson(
@@ -78,7 +83,7 @@ def lessons() -> list[Lesson]:
             "With several local epochs each client drifts towards its own data before the server averages. "
             "An adaptive optimizer on the clients restarts its state every round; FedAdam instead keeps "
             "plain SGD on the clients and puts Adam on the server, where its state lasts across rounds.",
-            (_reference("client Adam"), LessonRun("FedAdam", variant("FedAdam", **FEDADAM))),
+            (_reference("client Adam"), _what_if("FedAdam", **FEDADAM)),
             notes.drift,
         ),
         Lesson(
@@ -89,8 +94,8 @@ def lessons() -> list[Lesson]:
             "the opposite sign (see the setting's help), so watch what a larger mu really does.",
             (
                 _reference("FedAvg"),
-                LessonRun("FedProx mu 0.1", variant("FedProx mu 0.1", algorithm="fedprox", prox_mu=0.1)),
-                LessonRun("FedProx mu 1", variant("FedProx mu 1", algorithm="fedprox", prox_mu=1.0)),
+                _what_if("FedProx mu 0.1", algorithm="fedprox", prox_mu=0.1),
+                _what_if("FedProx mu 1", algorithm="fedprox", prox_mu=1.0),
             ),
             notes.fedprox,
         ),
@@ -101,8 +106,8 @@ def lessons() -> list[Lesson]:
             "offline). Fewer updates per round make each average noisier.",
             (
                 _reference("every client"),
-                LessonRun("3 clients per round", variant("3 clients per round", clients_per_round=3)),
-                LessonRun("half drop out", variant("half drop out", client_dropout=0.5)),
+                _what_if("3 clients per round", clients_per_round=3),
+                _what_if("half drop out", client_dropout=0.5),
             ),
             notes.participation,
         ),
@@ -114,8 +119,8 @@ def lessons() -> list[Lesson]:
             "smaller ε with accuracy.",
             (
                 _reference("no DP"),
-                LessonRun("DP noise 0.5", variant("DP noise 0.5", dp_clip=1.0, dp_noise=0.5)),
-                LessonRun("DP noise 2", variant("DP noise 2", dp_clip=1.0, dp_noise=2.0)),
+                _what_if("DP noise 0.5", dp_clip=1.0, dp_noise=0.5),
+                _what_if("DP noise 2", dp_clip=1.0, dp_noise=2.0),
             ),
             notes.privacy,
         ),
@@ -126,7 +131,7 @@ def lessons() -> list[Lesson]:
             "earlier check-ins makes a model per person, without sharing any data.",
             (
                 _reference("shared model only"),
-                LessonRun("fine-tuned 3 epochs", variant("fine-tuned 3 epochs", personalize_epochs=3)),
+                _what_if("fine-tuned 3 epochs", personalize_epochs=3),
             ),
             notes.personalisation,
         ),
@@ -135,7 +140,7 @@ def lessons() -> list[Lesson]:
             "Fairness across users",
             "A good average can hide users the model serves badly. The test report scores every client "
             "separately; the pooled (centralized) model shows whether federation itself leaves some behind.",
-            (_reference("federated"), LessonRun("centralized", variant("centralized", mode="centralized"))),
+            (_reference("federated"), _what_if("centralized", mode="centralized")),
             notes.fairness,
         ),
         Lesson(
@@ -145,8 +150,8 @@ def lessons() -> list[Lesson]:
             "Quantising the update to a few bits per value sends much less, at some cost in accuracy.",
             (
                 _reference("32-bit updates"),
-                LessonRun("8-bit updates", variant("8-bit updates", compression_bits=8)),
-                LessonRun("2-bit updates", variant("2-bit updates", compression_bits=2)),
+                _what_if("8-bit updates", compression_bits=8),
+                _what_if("2-bit updates", compression_bits=2),
             ),
             notes.compression,
         ),
@@ -158,7 +163,7 @@ def lessons() -> list[Lesson]:
             "clipping costs, since the secure sum itself cannot run on this runtime.",
             (
                 _reference("plain sum"),
-                LessonRun("updates clipped to norm 1", variant("updates clipped to norm 1", dp_clip=1.0)),
+                _what_if("updates clipped to norm 1", dp_clip=1.0),
             ),
             notes.secure_aggregation,
         ),

@@ -71,22 +71,13 @@ def record_run(
         extra = dict(experiment.summary())
         if board is not None and board.error is not None:
             extra["tensorboard_error"] = one_line(board.error)
-        if done == 0:  # stopped before any round: there is no trained state to test or save
-            store.finish(
-                run_id,
-                status=status,
-                test=None,
-                baselines=None,
-                timing=dict(experiment.timing),
-                model_path=None,
-                extra=extra,
-            )
-            return status
-        store.set_status(run_id, "testing")
-        if on_testing is not None:
-            on_testing()
-        test, baselines = experiment.test(), experiment.baselines()
-        model_path = save_model(experiment, extra) if save_model is not None else None
+        test = baselines = model_path = None
+        if done > 0:  # a run stopped before its first round has no trained state to test or save
+            store.set_status(run_id, "testing")
+            if on_testing is not None:
+                on_testing()
+            test, baselines = experiment.test(), experiment.baselines()
+            model_path = save_model(experiment, extra) if save_model is not None else None
         store.finish(
             run_id,
             status=status,
