@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings
-from fedlab.errors import FedlabError
+from fedlab.errors import ConfigError, FedlabError
 from fedlab.records import communication_totals
 from fedlab.settings_text import value_text
 
@@ -60,7 +60,10 @@ def _add_setting(p: argparse.ArgumentParser, name: str, setting: Setting, defaul
         p.add_argument(flag, dest=name, action="store_true", help=text)
         return
     kwargs = {"dest": name, "default": default, "help": f"{text} (default: {value_text(setting, default)})"}
-    if setting.kind == "choice":
+    if setting.kind == "choice" and setting.operand:  # e.g. --attack targeted Bar:Cafe; the config checks both
+        kwargs.update(nargs="+", metavar=("{" + ",".join(setting.choices) + "}", "A:B"))
+        kwargs["help"] += f"; a second word sets {operand_flag(setting)}"
+    elif setting.kind == "choice":
         kwargs["choices"] = setting.choices
     elif setting.kind in ("int", "float"):
         kwargs["type"] = _number(setting)
@@ -86,6 +89,25 @@ def _number(setting: Setting):
     return parse
 
 
+def operand_flag(setting: Setting) -> str:
+    return "--" + setting.operand.replace("_", "-")
+
+
+def _with_operands(values: dict) -> dict:
+    """A choice given with a second word (--attack targeted Bar:Cafe) sets its operand field from that word."""
+    for name, setting, _ in settings():
+        given = values.get(name)
+        if not setting.operand or not isinstance(given, list):
+            continue
+        if len(given) > 2:
+            flag = setting.flag or "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} takes a choice and at most one more word, not {' '.join(given)!r}")
+        values[name] = given[0]
+        if len(given) == 2:
+            values[setting.operand] = given[1]
+    return values
+
+
 def _comma_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -101,6 +123,7 @@ def experiment_config_from(args: argparse.Namespace) -> ExperimentConfig:
     else:
         values["features"] = PRESETS[args.preset]
     values["name"] = args.name or (args.features and "custom" or args.preset)
+    values = _with_operands(values)
     return ExperimentConfig(data=data_config_from(args), **values)
 
 
@@ -223,9 +246,15 @@ def _print_round(record) -> None:
     print(
         f"round {record.round:3d}  train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}  "
         f"val loss {record.val_loss:.4f} acc {record.val_accuracy:.4f}  clients {record.clients:4d}  "
-        f"{record.seconds:6.2f} s  {record.megabytes:8.3f} MB{best}",
+        f"{record.seconds:6.2f} s  {record.megabytes:8.3f} MB{_defended(record)}{best}",
         flush=True,
     )
+
+
+def _defended(record) -> str:
+    """What the defence did this round, when it did anything."""
+    done = [f"{n} {what}" for n, what in ((record.clipped, "clipped"), (record.zeroed, "zeroed")) if n]
+    return f"  ({', '.join(done)})" if done else ""
 
 
 def _print_testing(config: ExperimentConfig) -> None:
@@ -245,11 +274,26 @@ def _print_result(result: dict) -> None:
             f"after {tuned['epochs']} local epochs per client: acc@1 {tuned['accuracy']:.4f}  "
             f"acc@5 {tuned['top5_accuracy']:.4f}  MRR {tuned['mrr']:.4f}  loss {tuned['loss']:.4f}"
         )
+    if attack := test.get("attack"):
+        print(_attack_line(attack))
     print("baselines on the same targets: " + ", ".join(f"{k} {v:.4f}" for k, v in result["baselines"].items()))
     sent = communication_totals(result["rounds"])
     if sent["mb_down"] or sent["mb_up"]:
         saved = f", {sent['mb_saved']:.3f} MB saved by compression" if sent["mb_saved"] else ""
         print(f"communication: {sent['mb_down']:.3f} MB down, {sent['mb_up']:.3f} MB up{saved}")
+
+
+def _attack_line(attack: dict) -> str:
+    malicious = len(attack["malicious_clients"])
+    line = (
+        f"under attack ({attack['kind']}, {malicious} malicious client{'s' if malicious != 1 else ''}): "
+        f"honest clients' acc@1 {attack['honest_accuracy']:.4f} on {attack['honest_examples']} targets"
+    )
+    if "pair" in attack:
+        a, b = attack["pair"]
+        rate = "no test target" if attack["success"] is None else f"{attack['success']:.4f}"
+        line += f"; true {a} predicted {b}: {rate}"
+    return line
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedlab.attacks import ATTACK_HELP, ATTACKS, parse_pair
 from fedlab.errors import ConfigError
 
 CYCLIC_TIME_FEATURES = (
@@ -88,6 +89,14 @@ SECURE_AGGREGATION_UNAVAILABLE = (
     "secure aggregation cannot run here: TFF's local C++ worker runtime does not implement the secure sum "
     "(federated_secure_sum_bitwidth) that TFF's secure and distributed-DP aggregators need"
 )
+DEFENSES = ("none", "clip", "zeroing", "robust")
+DEFENSE_HELP = {
+    "none": "Every update is averaged as it is.",
+    "clip": "Scales each update down to at most the clipping norm, so no client moves the model further than that.",
+    "zeroing": "Drops (zeroes) updates far longer than most (TFF's adaptive estimate), the signature of a scaled-up "
+    "attack; leaves ordinary-sized poisoned updates in.",
+    "robust": "TFF's robust aggregator: adaptive zeroing of outliers, then adaptive clipping at the median norm.",
+}
 # Uniform quantisation bit widths TFF's encoders support for a model update (0 = off).
 COMPRESSION_BITS = (2, 16)
 KINDS = ("int", "float", "choice", "bool", "features", "path", "text", "list")
@@ -128,6 +137,7 @@ class Setting:
     format: str | None = None
     switch: Switch | None = None
     on_value: Any = None  # what a switched field shows before its switch is first turned on
+    operand: str = ""  # a text field that an optional second word of this choice's CLI option fills
     # The run's one-line summary: a format of {value}, {text} (as shown) and the other settings by name;
     # shown always, or only when the value is not the default.
     summary: str = ""
@@ -661,6 +671,80 @@ class ExperimentConfig:
             "secure sum.",
         ),
     )
+    malicious_clients: float = field(
+        default=0.0,
+        metadata=setting(
+            label="Malicious clients (share)",
+            kind="float",
+            summary="{value:.0%} malicious clients ({attack})",
+            min=0.0,
+            max=1.0,
+            below=True,
+            why="some clients must stay honest",
+            group="what_if",
+            noun="malicious client share",
+            step=0.05,
+            format="%.2f",
+            help="Share of the clients that poison their training data, drawn once with the run's seed and kept for "
+            "the whole run. Validation and test data are never poisoned. 0 = every client is honest.",
+        ),
+    )
+    attack: str = field(
+        default="label-flip",
+        metadata=setting(
+            label="Attack",
+            kind="choice",
+            choices=ATTACKS,
+            choice_help=ATTACK_HELP,
+            operand="attack_classes",
+            group="what_if",
+            help="How the malicious clients poison their training targets (when the malicious share is above 0).",
+        ),
+    )
+    attack_classes: str = field(
+        default="",
+        metadata=setting(
+            label="Targeted classes (A:B)",
+            kind="text",
+            group="what_if",
+            noun="targeted classes",
+            summary="{value}",
+            help="For the targeted attack: every true class A in the malicious clients' training data is relabelled "
+            "B, e.g. Bar:Cafe (category names of the data, any case).",
+        ),
+    )
+    defense: str = field(
+        default="none",
+        metadata=setting(
+            label="Defence",
+            kind="choice",
+            choices=DEFENSES,
+            choice_help=DEFENSE_HELP,
+            summary="{text} defence",
+            group="what_if",
+            noun="defence",
+            help="How the server limits what one client's update can do (TFF's robust aggregators); each round "
+            "records how many updates it clipped and zeroed.",
+        ),
+    )
+    clip_norm: float | None = field(
+        default=None,
+        metadata=setting(
+            label="Defence clipping norm",
+            kind="float",
+            summary="clip norm {value:g}",
+            min=0.0,
+            above=True,
+            max=1000.0,
+            none="adaptive",
+            group="what_if",
+            noun="defence clipping norm",
+            step=0.1,
+            format="%.2f",
+            help="For the clip defence: each update is scaled down to at most this L2 norm. Empty = adaptive (TFF's "
+            "estimate of the median update norm, updated every round).",
+        ),
+    )
     name: str = field(
         default="",
         metadata=setting(
@@ -709,6 +793,12 @@ class ExperimentConfig:
             self.mode == "federated" or (self.compression_bits == 0 and not self.secure_aggregation),
             "compression and secure aggregation apply to federated runs only",
         )
+        _check(
+            self.mode == "federated" or (self.malicious_clients == 0 and self.defense == "none"),
+            "attacks and defences apply to federated runs only",
+        )
+        if self.malicious_clients > 0 and self.attack == "targeted":
+            parse_pair(self.attack_classes)
         for message in _aggregation_conflicts(self):
             raise ConfigError(message)
         for worker in self.workers:
@@ -739,6 +829,8 @@ class ExperimentConfig:
             self.server_momentum,
             self.compression_bits,
             self.secure_aggregation,
+            self.defense,
+            self.clip_norm,
         )
 
     def value(self, name: str) -> Any:
@@ -802,6 +894,13 @@ def _aggregation_conflicts(config: ExperimentConfig) -> Iterator[str]:
     """Settings (or combinations) that TFF cannot build or run here, each as one sentence why."""
     if config.secure_aggregation:
         yield SECURE_AGGREGATION_UNAVAILABLE
+    if config.defense != "none" and config.dp_clip is not None:
+        yield "a defence and differential privacy cannot be combined: DP already clips every update at its norm"
+    if config.defense != "none" and config.compression_bits:
+        yield (
+            "a defence and compression cannot be combined: TFF's robust aggregators average float updates, so the "
+            "compressed sum cannot go inside them"
+        )
 
 
 def _text(number: float) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from fedlab import metrics, pipeline
+from fedlab import attacks, metrics, pipeline
 from fedlab.baselines import compute_baselines
 from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
@@ -118,6 +118,8 @@ class _Step:
     bytes_down: int = 0
     bytes_up: int = 0
     bytes_saved: int = 0
+    clipped: int = 0
+    zeroed: int = 0
 
 
 class Experiment:
@@ -135,6 +137,7 @@ class Experiment:
         self._processes = None
         self._initial_weights: list[np.ndarray] | None = None
         self._best_weights: list[np.ndarray] | None = None
+        self.attack: attacks.Attack | None = None  # set by build() when some clients are malicious
 
     # -- set-up -----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -149,6 +152,7 @@ class Experiment:
         self._check_fits_data()
         self.spec = ModelSpec.from_data(self.config, self.data)
         self._train_clients = np.flatnonzero(self.data.train.client_sizes() > 0)
+        self.attack = self._resolve_attack()
         if self.config.mode == "federated":
             self._processes = self._cache.processes(self.spec, self.config, clients_per_round=self._per_round())
         self.timing["build_seconds"] = round(time.perf_counter() - started, 3)
@@ -163,6 +167,20 @@ class Experiment:
 
             self._runtime = Runtime(workers=self.config.workers)
         self.timing["build_seconds"] = round(self.timing["build_seconds"] + time.perf_counter() - started, 3)
+
+    def _resolve_attack(self) -> attacks.Attack | None:
+        """The run's malicious clients (drawn once from its seed) and how they poison their targets."""
+        config = self.config
+        if config.mode != "federated" or config.malicious_clients == 0:
+            return None
+        targeted = config.attack == "targeted"
+        return attacks.Attack(
+            kind=config.attack,
+            malicious=attacks.choose_malicious(self._train_clients, share=config.malicious_clients, seed=config.seed),
+            num_classes=len(self.data.class_names),
+            seed=config.seed,
+            pair=attacks.resolve_pair(config.attack_classes, self.data.class_names) if targeted else None,
+        )
 
     def _per_round(self) -> int:
         return min(self.config.clients_per_round or len(self._train_clients), len(self._train_clients))
@@ -219,6 +237,8 @@ class Experiment:
                     bytes_down=step.bytes_down,
                     bytes_up=step.bytes_up,
                     bytes_saved=step.bytes_saved,
+                    clipped=step.clipped,
+                    zeroed=step.zeroed,
                 )
                 if decision.stop:
                     break
@@ -259,6 +279,8 @@ class Experiment:
                 bytes_down=result.bytes_down,
                 bytes_up=result.bytes_up,
                 bytes_saved=result.bytes_saved,
+                clipped=result.clipped,
+                zeroed=result.zeroed,
             )
 
     def _worker_cpu_seconds(self) -> float:
@@ -291,9 +313,12 @@ class Experiment:
 
         arrays = self.data.split(split)
         epochs = self.config.epochs if split == "train" else 1
+        attack = self.attack if split == "train" else None  # validation and test data are never poisoned
         out = []
         for i in clients:
             inputs, targets = arrays.client(int(i))
+            if attack is not None:
+                targets = attack.poison(targets, client=int(i))
             out.append(
                 client_dataset(
                     inputs,
@@ -363,9 +388,20 @@ class Experiment:
             class_names=self.data.class_names,
             checkins=self.data.checkins,
         )
+        if self.attack is not None:
+            report = dataclasses.replace(report, attack=self._attack_summary(report))
         if self.config.personalize_epochs == 0:
             return report
         return dataclasses.replace(report, personalized=self._personalized_summary(model))
+
+    def _attack_summary(self, report: TestReport) -> dict:
+        return attacks.attack_summary(
+            attack=self.attack,
+            client_ids=self.data.client_ids,
+            class_names=self.data.class_names,
+            per_client=report.per_client,
+            confusion=report.confusion,
+        )
 
     def _personalized_summary(self, model: tf.keras.Model) -> dict[str, float]:
         from fedlab.personalize import personalized_probs

@@ -96,7 +96,16 @@ def _average_step(config: ExperimentConfig, reported: int | None) -> str:
             f" With differential privacy each update was first clipped to length {config.dp_clip:g}, and "
             f"Gaussian noise (multiplier {config.dp_noise:g}) was added to the sum."
         )
-    return text
+    return text + " " + SERVER_VIEW
+
+
+# What secure aggregation would change, said beside every average (it cannot run on the local runtime).
+SERVER_VIEW = (
+    "The server saw each client's update on its own. Secure aggregation would let it see only their sum: each "
+    "update clipped to fixed bounds, summed as integers of a fixed bit width and masked pairwise, which costs some "
+    "precision and extra bytes and key exchanges per client. TFF's local runtime here has no secure sum, so fedlab "
+    "cannot run it."
+)
 
 
 def _server_step(config: ExperimentConfig) -> str:

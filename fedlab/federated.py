@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +57,11 @@ QUANTIZE_THRESHOLD = 256
 
 
 def model_aggregator(config: ExperimentConfig, clients_per_round: int):
-    """The aggregator of the clients' model updates: None (TFF's weighted mean), DP-FedAvg (TFF's Gaussian
-    aggregator at a fixed clipping norm), or uniform quantisation after a Hadamard rotation."""
+    """The aggregator of the clients' model updates: None (TFF's weighted mean), a defence (TFF's robust
+    factories), DP-FedAvg (TFF's Gaussian aggregator at a fixed clipping norm), or uniform quantisation after a
+    Hadamard rotation."""
+    if config.defense != "none":
+        return defense_aggregator(config.defense, clip_norm=config.clip_norm)
     compressed = compressed_sum(config.compression_bits) if config.compression_bits else None
     if config.dp_clip is not None:
         # TFF's DifferentiallyPrivateFactory.gaussian_fixed, with the clipped updates compressed on their way up.
@@ -67,6 +71,33 @@ def model_aggregator(config: ExperimentConfig, clients_per_round: int):
         )
         return tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory=compressed)
     return None if compressed is None else tff.aggregators.MeanFactory(compressed)
+
+
+def defense_aggregator(defense: str, *, clip_norm: float | None):
+    """TFF's robust factories around the weighted mean: `robust_aggregator` with its adaptive zeroing and clipping
+    (all, or one of them), or `clipping_factory` at a fixed norm."""
+    if defense == "clip" and clip_norm is not None:
+        return tff.aggregators.clipping_factory(clip_norm, tff.aggregators.MeanFactory())
+    return tff.learning.robust_aggregator(
+        zeroing=defense in ("zeroing", "robust"), clipping=defense in ("clip", "robust")
+    )
+
+
+def defense_counts(measurements) -> tuple[int, int]:
+    """(updates clipped, updates zeroed) this round, from the aggregator's own `clipped_count` and `zeroed_count`
+    measurements wherever TFF nests them (0 for a defence that does not do one of them)."""
+    found = {"clipped_count": 0, "zeroed_count": 0}
+
+    def walk(node) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key in found:
+                    found[key] += int(value)
+                else:
+                    walk(value)
+
+    walk(measurements)
+    return found["clipped_count"], found["zeroed_count"]
 
 
 def compressed_sum(bits: int):
@@ -200,6 +231,8 @@ class RoundResult:
     bytes_down: int  # the model sent to every sampled client
     bytes_up: int  # every reporting client's update, after compression
     bytes_saved: int  # what compression spared of those updates
+    clipped: int = 0  # updates the defence scaled down (its aggregator's `clipped_count`)
+    zeroed: int = 0  # updates the defence dropped (its aggregator's `zeroed_count`)
 
 
 # Each of the next three runs TFF computations: call them inside an active runtime (fedlab.runtime).
@@ -222,6 +255,7 @@ def run_round(
     sent = processes.layout.to_keras(processes.learning.get_model_weights(state))
     output = processes.learning.next(state, datasets)
     train = output.metrics["client_work"]["train"]
+    clipped, zeroed = defense_counts(output.metrics.get("aggregator", {}))
     weights = processes.layout.to_keras(processes.learning.get_model_weights(output.state))
     sizes = processes.layout.trainable_sizes(sent)
     return RoundResult(
@@ -233,6 +267,8 @@ def run_round(
         bytes_up=update_bytes(sizes, config) * len(datasets),
         bytes_saved=(update_bytes(sizes, config.replace(compression_bits=0)) - update_bytes(sizes, config))
         * len(datasets),
+        clipped=clipped,
+        zeroed=zeroed,
     )
 
 

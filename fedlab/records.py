@@ -22,6 +22,8 @@ class RoundRecord:
     bytes_down: int = 0  # the model sent to the round's sampled clients (0 when centralized)
     bytes_up: int = 0  # the reporting clients' updates, after compression (0 when centralized)
     bytes_saved: int = 0  # what compression spared of the uncompressed updates this round
+    clipped: int = 0  # updates the defence scaled down this round (its aggregator's own count)
+    zeroed: int = 0  # updates the defence dropped this round (its aggregator's own count)
 
     @property
     def megabytes(self) -> float:
@@ -49,6 +51,9 @@ class TestReport:
     # After local fine-tuning (see fedlab.personalize): "epochs", "learning_rate", "accuracy", "top5_accuracy",
     # "mrr", "loss", "examples" on the same targets; None when the run did not fine-tune.
     personalized: dict[str, float] | None = None
+    # Under attack (see fedlab.attacks.attack_summary): "kind", "malicious_clients", "honest_accuracy",
+    # "honest_examples", and for the targeted attack "pair" [A, B] and "success"; None for a run without attack.
+    attack: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

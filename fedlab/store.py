@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # The store of the project folder, whatever the working directory: the dashboard, `fedlab run`, `fedlab demo`,
 # `fedlab runs` and `fedlab report` all use it unless FEDLAB_DB names another (see default_path).
 PROJECT_DB_PATH = Path(__file__).resolve().parent.parent / "runs" / "fedlab.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")
 STOPPABLE_STATUSES = ("queued", "running")
@@ -53,6 +53,8 @@ _ROUND_DTYPES = {
     "bytes_down": "int64",
     "bytes_up": "int64",
     "bytes_saved": "int64",
+    "clipped": "int64",
+    "zeroed": "int64",
 }
 
 # Tells this process apart from an earlier one that had the same pid (containers restart at low pids).
@@ -474,8 +476,14 @@ def _add_round_bytes_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE rounds ADD COLUMN bytes_saved INTEGER NOT NULL DEFAULT 0")
 
 
+def _add_defense_counts_v3(conn: sqlite3.Connection) -> None:
+    # Rounds stored before defences existed clipped and zeroed nothing.
+    conn.execute("ALTER TABLE rounds ADD COLUMN clipped INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE rounds ADD COLUMN zeroed INTEGER NOT NULL DEFAULT 0")
+
+
 # Index i migrates a store from schema version i to i + 1.
-_MIGRATIONS = (_create_v1, _add_round_bytes_v2)
+_MIGRATIONS = (_create_v1, _add_round_bytes_v2, _add_defense_counts_v3)
 
 
 # ----- row conversion -----

@@ -84,3 +84,10 @@ def test_the_algorithm_server_optimizer_and_compression_are_named():
     assert "proximal term of strength mu = 0.1" in text
     assert "Yogi with learning rate 1" in text and "plain FedAvg" not in text
     assert "compressed to 8 bits a value" in text
+
+
+def test_the_average_says_what_the_server_sees_and_what_secure_aggregation_would_cost():
+    text = round_explanation(ExperimentConfig(), latest())
+    assert "saw each client's update on its own" in text and "only their sum" in text
+    assert all(cost in text for cost in ("clipped to fixed bounds", "bit width", "extra bytes"))
+    assert "Secure aggregation" not in round_explanation(ExperimentConfig(mode="centralized"), latest())
