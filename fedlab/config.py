@@ -89,6 +89,10 @@ SECURE_AGGREGATION_UNAVAILABLE = (
     "secure aggregation cannot run here: TFF's local C++ worker runtime does not implement the secure sum "
     "(federated_secure_sum_bitwidth) that TFF's secure and distributed-DP aggregators need"
 )
+# Features whose layers describe one user: what Federated Reconstruction keeps on the client.
+USER_FEATURES = ("user_id", *HABIT_FEATURES)
+# Plain SGD rate at which a client re-learns its local part (TFF's default reconstruction rate).
+RECONSTRUCTION_LR = 0.1
 DEFENSES = ("none", "clip", "zeroing", "robust")
 DEFENSE_HELP = {
     "none": "Every update is averaged as it is.",
@@ -671,6 +675,19 @@ class ExperimentConfig:
             "secure sum.",
         ),
     )
+    reconstruction: bool = field(
+        default=False,
+        metadata=setting(
+            label="Keep the user part local (Federated Reconstruction)",
+            kind="bool",
+            summary="user part local (Federated Reconstruction)",
+            group="what_if",
+            noun="reconstruction",
+            help="The user_id embedding and the habit path stay on each client, never sent or averaged (TFF's "
+            "FedRecon): each client re-learns them on its own data before it trains and before its test. Needs "
+            "user_id or user_habits among the features.",
+        ),
+    )
     malicious_clients: float = field(
         default=0.0,
         metadata=setting(
@@ -801,6 +818,8 @@ class ExperimentConfig:
             parse_pair(self.attack_classes)
         for message in _aggregation_conflicts(self):
             raise ConfigError(message)
+        for message in _reconstruction_conflicts(self):
+            raise ConfigError(message)
         for worker in self.workers:
             host, _, port = worker.rpartition(":")
             _check(
@@ -829,6 +848,7 @@ class ExperimentConfig:
             self.server_momentum,
             self.compression_bits,
             self.secure_aggregation,
+            self.reconstruction,
             self.defense,
             self.clip_norm,
         )
@@ -900,6 +920,26 @@ def _aggregation_conflicts(config: ExperimentConfig) -> Iterator[str]:
         yield (
             "a defence and compression cannot be combined: TFF's robust aggregators average float updates, so the "
             "compressed sum cannot go inside them"
+        )
+
+
+def _reconstruction_conflicts(config: ExperimentConfig) -> Iterator[str]:
+    """What Federated Reconstruction cannot be combined with, each as one sentence why."""
+    if not config.reconstruction:
+        return
+    if config.mode != "federated":
+        yield "reconstruction applies to federated runs only"
+    elif not any(f in USER_FEATURES for f in config.features):
+        yield (
+            "reconstruction keeps the user part on the client, so it needs user_id or user_habits among the "
+            "features (the biggest or habits preset)"
+        )
+    elif config.algorithm != "fedavg":
+        yield "reconstruction trains with TFF's FedRecon, which has no FedProx or MIME-lite form; choose fedavg"
+    elif config.personalize_epochs:
+        yield (
+            "reconstruction and fine-tuning cannot be combined: each client already re-learns its user part before "
+            "its test; set fine-tune epochs to 0"
         )
 
 

@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from fedlab import attacks, metrics, pipeline
 from fedlab.baselines import compute_baselines
-from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig
+from fedlab.config import HABIT_FEATURES, RECONSTRUCTION_LR, DataConfig, ExperimentConfig
 from fedlab.errors import ConfigError
-from fedlab.model import ModelSpec, build_model, loss_fn, metrics_fn
+from fedlab.model import ModelSpec, build_model, loss_fn, metrics_fn, user_layer_names
 from fedlab.records import RoundRecord, TestReport
 from fedlab.stopping import early_stopping
 
@@ -250,7 +250,7 @@ class Experiment:
         from fedlab import federated
 
         rng = np.random.default_rng(self.config.seed)
-        val_data = self._datasets("val", np.flatnonzero(self.data.val.client_sizes() > 0))
+        val_data = self._validation_data()
         with self._runtime.activate():
             state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
@@ -331,6 +331,24 @@ class Experiment:
             )
         return out
 
+    def _validation_data(self) -> list:
+        """Every client's validation data; under Federated Reconstruction, each preceded by its (unpoisoned)
+        training data, on which it first re-learns its user part, as before its test."""
+        from fedlab.federated import client_dataset, reconstruction_eval_dataset
+
+        clients = np.flatnonzero(self.data.val.client_sizes() > 0)
+        val = self._datasets("val", clients)
+        if not self.config.reconstruction:
+            return val
+        config, train = self.config, self.data.train
+        return [
+            reconstruction_eval_dataset(
+                client_dataset(*train.client(int(i)), self.spec, batch_size=config.batch_size, epochs=config.epochs),
+                scored,
+            )
+            for i, scored in zip(clients, val)
+        ]
+
     def _centralized_epochs(self) -> Iterator[_Step]:
         """The same model in plain Keras on the pooled training data of the same clients."""
         model = self.initial_model()
@@ -372,16 +390,10 @@ class Experiment:
         return model
 
     def test(self) -> TestReport:
-        """The kept model on every test sequence; with `personalize_epochs`, also after local fine-tuning."""
+        """The kept model on every test sequence (with reconstruction, each client's user part re-learnt first);
+        with `personalize_epochs`, also after local fine-tuning."""
         model = self.trained_model()
-        test = self.data.test
-        probs, targets = {}, {}
-        for i, client in enumerate(self.data.client_ids):
-            inputs, y = test.client(i)
-            if len(y) == 0:
-                continue
-            logits = model.predict({f: inputs[f] for f in self.spec.features}, batch_size=PREDICT_BATCH, verbose=0)
-            probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
+        probs, targets = self._reconstructed_probs(model) if self.config.reconstruction else self._shared_probs(model)
         report = metrics.build_test_report(
             probs_by_client=probs,
             targets_by_client=targets,
@@ -393,6 +405,38 @@ class Experiment:
         if self.config.personalize_epochs == 0:
             return report
         return dataclasses.replace(report, personalized=self._personalized_summary(model))
+
+    def _shared_probs(self, model: tf.keras.Model) -> tuple[dict, dict]:
+        """(probabilities, targets) by client id of the kept model on each client's test sequences."""
+        test = self.data.test
+        probs, targets = {}, {}
+        for i, client in enumerate(self.data.client_ids):
+            inputs, y = test.client(i)
+            if len(y) == 0:
+                continue
+            logits = model.predict({f: inputs[f] for f in self.spec.features}, batch_size=PREDICT_BATCH, verbose=0)
+            probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
+        return probs, targets
+
+    def _reconstructed_probs(self, model: tf.keras.Model) -> tuple[dict, dict]:
+        """Federated Reconstruction's test: per client, the kept global part with its user part at its initial
+        values (as `model` holds them), that part alone re-learnt on the client's earlier check-ins for the local
+        epochs (plain SGD, as in training), then its test sequences predicted."""
+        from fedlab.personalize import personalized_probs
+
+        started = time.perf_counter()
+        out = personalized_probs(
+            model,
+            self.data,
+            features=self.spec.features,
+            epochs=self.config.epochs,
+            learning_rate=RECONSTRUCTION_LR,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            train_only=user_layer_names(self.spec),
+        )
+        self.timing["reconstruct_seconds"] = round(time.perf_counter() - started, 3)
+        return out
 
     def _attack_summary(self, report: TestReport) -> dict:
         return attacks.attack_summary(

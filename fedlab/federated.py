@@ -1,4 +1,4 @@
-"""The federated wiring, in one place: TFF model, FedAvg and evaluation processes, client datasets.
+"""The federated wiring, in one place: TFF model, FedAvg (or FedRecon) and evaluation processes, client datasets.
 
 The only module (with the TFF runtime modules) that imports TensorFlow Federated. Weights cross its
 boundary as plain numpy lists in Keras `model.get_weights()` order; the learning process's state is
@@ -17,8 +17,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from fedlab.config import ExperimentConfig
-from fedlab.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn
+from fedlab.config import RECONSTRUCTION_LR, ExperimentConfig
+from fedlab.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
 def element_spec(spec: ModelSpec):
@@ -173,11 +173,17 @@ class WeightLayout:
         """The number of values of each trainable weight (what an update carries), from Keras-ordered weights."""
         return [int(np.asarray(weights[i]).size) for i in self.keras_index[: self.trainable]]
 
-    def to_keras(self, weights: tff.learning.models.ModelWeights) -> list[np.ndarray]:
-        out: list = [None] * len(self.keras_index)
+    def to_keras(self, weights: tff.learning.models.ModelWeights, base: list | None = None) -> list[np.ndarray]:
+        """Keras-ordered weights; with `base` (a full Keras list), the weights this layout does not cover (the
+        local part under Federated Reconstruction) are taken from it."""
+        out: list = [None] * len(self.keras_index) if base is None else list(base)
         for i, value in zip(self.keras_index, list(weights.trainable) + list(weights.non_trainable)):
             out[i] = np.array(value)
         return out
+
+    def shared(self, weights: list[np.ndarray]) -> list[np.ndarray]:
+        """What the server holds and broadcasts of these Keras-ordered weights: the ones this layout covers."""
+        return [weights[i] for i in self.keras_index]
 
 
 @dataclass(frozen=True)
@@ -185,9 +191,12 @@ class Processes:
     learning: tff.learning.templates.LearningProcess
     evaluation: tff.learning.templates.LearningProcess
     layout: WeightLayout
+    local_layers: tuple[str, ...] = ()  # layers kept on the clients (Federated Reconstruction); () = none
 
 
 def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
+    if config.reconstruction:
+        return reconstruction_processes(spec, config, clients_per_round=clients_per_round)
     # The layout comes from a throwaway model built before tracing (tracing invalidates earlier Keras models).
     layout = WeightLayout.of(build_model(spec))
     model_fn = make_model_fn(spec, seed=config.seed)
@@ -239,7 +248,8 @@ class RoundResult:
 def initial_state(processes: Processes, weights: list[np.ndarray]) -> object:
     """The learning process's state holding these (Keras-ordered) global weights."""
     learning = processes.learning
-    return learning.set_model_weights(learning.initialize(), processes.layout.to_tff(weights))
+    state = learning.set_model_weights(learning.initialize(), processes.layout.to_tff(weights))
+    return ReconstructionState(state, tuple(weights)) if processes.local_layers else state
 
 
 def run_round(
@@ -252,18 +262,19 @@ def run_round(
 ) -> RoundResult:
     """One round on these (reporting) clients' datasets; `sampled` clients received the model (default: as many
     as report; more when some dropped out)."""
-    sent = processes.layout.to_keras(processes.learning.get_model_weights(state))
+    state, base = unwrap_state(state)
+    sent = processes.layout.to_keras(processes.learning.get_model_weights(state), base)
     output = processes.learning.next(state, datasets)
     train = output.metrics["client_work"]["train"]
     clipped, zeroed = defense_counts(output.metrics.get("aggregator", {}))
-    weights = processes.layout.to_keras(processes.learning.get_model_weights(output.state))
+    weights = processes.layout.to_keras(processes.learning.get_model_weights(output.state), base)
     sizes = processes.layout.trainable_sizes(sent)
     return RoundResult(
-        state=output.state,
+        state=output.state if base is None else ReconstructionState(output.state, tuple(base)),
         weights=weights,
         train_loss=float(train["loss"]),
         train_accuracy=float(train["accuracy"]),
-        bytes_down=download_bytes(sent, sizes, config) * (sampled or len(datasets)),
+        bytes_down=download_bytes(processes.layout.shared(sent), sizes, config) * (sampled or len(datasets)),
         bytes_up=update_bytes(sizes, config) * len(datasets),
         bytes_saved=(update_bytes(sizes, config.replace(compression_bits=0)) - update_bytes(sizes, config))
         * len(datasets),
@@ -278,6 +289,103 @@ def evaluate(processes: Processes, weights: list[np.ndarray], datasets: list[tf.
     state = evaluation.set_model_weights(evaluation.initialize(), processes.layout.to_tff(weights))
     current = evaluation.next(state, datasets).metrics["client_work"]["eval"]["current_round_metrics"]
     return float(current["loss"]), float(current["accuracy"])
+
+
+# -- Federated Reconstruction: the user part stays on the client -------------------------------------------------
+# TFF's FedRecon splits the model into global layers (broadcast, trained, averaged) and local ones (the user_id
+# embedding and the habit path, `user_layer_names`). Each round every client resets its local layers to their
+# initial values, re-learns them on its own data with the global part frozen (plain SGD), then trains the global
+# part with its local part frozen and sends that update only. The server's state, the bytes each way and the
+# weights it hands back hold the global part; the local slots of those Keras lists keep the run's initial values.
+
+
+@dataclass(frozen=True)
+class ReconstructionState:
+    """The FedRecon process's state, and the run's initial Keras weights, whose local layers fill the slots of
+    every model handed back (the server never holds a trained local part)."""
+
+    learning: object
+    initial: tuple[np.ndarray, ...]
+
+
+def unwrap_state(state: object) -> tuple[object, list[np.ndarray] | None]:
+    """(the learning process's state, the initial Keras weights under Federated Reconstruction, else None)."""
+    if isinstance(state, ReconstructionState):
+        return state.learning, list(state.initial)
+    return state, None
+
+
+def split_layers(model: tf.keras.Model, spec: ModelSpec) -> tuple[list, list]:
+    """(global layers, local layers) of a model of this spec, in the model's layer order."""
+    local = set(user_layer_names(spec))
+    return [la for la in model.layers if la.name not in local], [la for la in model.layers if la.name in local]
+
+
+def global_layout(model: tf.keras.Model, spec: ModelSpec) -> WeightLayout:
+    """Where each global variable, in FedRecon's order (trainable ones layer by layer, then the non-trainable
+    ones), sits in Keras' get_weights() list."""
+    position = {id(v): i for i, v in enumerate(model.weights)}
+    shared, _ = split_layers(model, spec)
+    trainable = [v for layer in shared for v in layer.trainable_variables]
+    frozen = [v for layer in shared for v in layer.non_trainable_variables]
+    return WeightLayout(keras_index=tuple(position[id(v)] for v in trainable + frozen), trainable=len(trainable))
+
+
+def make_reconstruction_model_fn(spec: ModelSpec, *, seed: int = 0):
+    def model_fn() -> tff.learning.models.ReconstructionModel:
+        # Seeding Keras' own generator (not only TF's) gives the local layers the run's seeded initial values,
+        # the same as Experiment's seeded model, on every client in every round.
+        tf.keras.utils.set_random_seed(seed)
+        model = build_model(spec)
+        shared, local = split_layers(model, spec)
+        return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
+            model, global_layers=shared, local_layers=local, input_spec=element_spec(spec)
+        )
+
+    return model_fn
+
+
+def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
+    """TFF's FedRecon for training and its reconstruction evaluation for validation."""
+    layout = global_layout(build_model(spec), spec)  # a throwaway model, before tracing (as build_processes)
+    model_fn = make_reconstruction_model_fn(spec, seed=config.seed)
+    aggregator = model_aggregator(config, clients_per_round)
+    extra = {} if aggregator is None else {"model_aggregator_factory": aggregator}
+    if config.dp_clip is not None:  # DP bounds each client's influence, so clients weigh the same
+        extra["client_weighting"] = tff.learning.ClientWeighting.UNIFORM
+    learning = tff.learning.algorithms.build_fed_recon(
+        model_fn,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        client_optimizer_fn=optimizer(config.client_optimizer, config.client_lr),
+        server_optimizer_fn=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
+        reconstruction_optimizer_fn=optimizer("sgd", RECONSTRUCTION_LR),
+        # A round's dataset already repeats the local epochs: reconstruct over all of it, then train over all of it.
+        dataset_split_fn=tff.learning.models.ReconstructionModel.build_dataset_split_fn(),
+        **extra,
+    )
+    evaluation = tff.learning.algorithms.build_fed_recon_eval(
+        model_fn,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        reconstruction_optimizer_fn=optimizer("sgd", RECONSTRUCTION_LR),
+        dataset_split_fn=split_reconstruction_data,
+    )
+    return Processes(learning=learning, evaluation=evaluation, layout=layout, local_layers=user_layer_names(spec))
+
+
+def reconstruction_eval_dataset(train: tf.data.Dataset, val: tf.data.Dataset) -> tf.data.Dataset:
+    """One client's data for FedRecon's validation: its training batches, on which it re-learns its local part,
+    then its validation batches, which are scored. TFF's evaluation takes one dataset per client, so the scored
+    batches carry each target as -1 - target (never a class), which `split_reconstruction_data` reads back."""
+    return train.concatenate(val.map(lambda x, y: (x, -1 - y)))
+
+
+def split_reconstruction_data(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """FedRecon's dataset split for validation: (the batches to reconstruct on, the batches to score)."""
+    reconstruct = dataset.filter(lambda x, y: tf.reduce_all(y >= 0))
+    scored = dataset.filter(lambda x, y: tf.reduce_all(y < 0)).map(lambda x, y: (x, -1 - y))
+    return reconstruct, scored
 
 
 def forget_compiled_computations() -> None:

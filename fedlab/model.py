@@ -104,6 +104,13 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
     return tf.keras.Model(inputs=inputs, outputs=logits, name="next_category_gru")
 
 
+def user_layer_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The layers that describe one user rather than people in general: the user_id embedding and each habit
+    feature's direct path to the logits (what Federated Reconstruction keeps on the client)."""
+    names = [f"{f}_embedding" for f in spec.features if f == "user_id"]
+    return (*names, *(f"{f}_prior" for f in spec.features if f in HABIT_FEATURES))
+
+
 def loss_fn() -> tf.keras.losses.Loss:
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

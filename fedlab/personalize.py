@@ -30,13 +30,18 @@ def personalized_probs(
     learning_rate: float,
     batch_size: int,
     seed: int,
+    train_only: tuple[str, ...] | None = None,
 ) -> tuple[dict, dict]:
     """Per client: start from the shared weights, run `epochs` of plain SGD on its own history, predict its
     test sequences. Returns (probabilities, targets) by client id; the model ends with the shared weights.
+    `train_only` names the layers that learn (Federated Reconstruction's user part); None: every trainable one.
 
     Plain SGD keeps no state, so one compiled model serves every client (compiling per client leaks).
     """
     shared = model.get_weights()
+    frozen = [la for la in model.layers if train_only is not None and la.trainable and la.name not in train_only]
+    for layer in frozen:
+        layer.trainable = False
     model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=learning_rate), loss=loss_fn())
     tf.keras.utils.set_random_seed(seed)
     probs, targets = {}, {}
@@ -53,4 +58,6 @@ def personalized_probs(
             probs[client], targets[client] = tf.nn.softmax(logits).numpy(), test_targets
     finally:
         model.set_weights(shared)
+        for layer in frozen:
+            layer.trainable = True
     return probs, targets

@@ -54,7 +54,7 @@ def test_a_store_of_schema_1_gains_the_bytes_columns_and_keeps_its_rounds(tmp_pa
     run_id = store.create_run(ExperimentConfig(), name="old")
     store.add_round(run_id, sent_rounds(1)[0])
     with sqlite3.connect(path) as conn:  # back to what schema 1 had
-        for column in ("bytes_down", "bytes_up", "bytes_saved"):
+        for column in ("bytes_down", "bytes_up", "bytes_saved", "clipped", "zeroed"):
             conn.execute(f"ALTER TABLE rounds DROP COLUMN {column}")
         conn.execute("PRAGMA user_version = 1")
     frame = RunStore(path).rounds(run_id)

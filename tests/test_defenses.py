@@ -98,3 +98,23 @@ def test_the_store_keeps_each_rounds_defence_counts(tmp_path):
     store.add_round(run_id, RoundRecord(round=1, clipped=4, zeroed=1, **common))
     rounds = store.rounds(run_id)
     assert rounds[["clipped", "zeroed"]].values.tolist() == [[4, 1]]
+
+
+def test_a_store_from_before_defences_opens_with_no_update_clipped(tmp_path):
+    import sqlite3
+
+    from fedlab.store import SCHEMA_VERSION
+
+    path = tmp_path / "runs.db"
+    store = RunStore(path)
+    run_id = store.create_run(ExperimentConfig())
+    common = dict(train_loss=1.0, train_accuracy=0.1, val_loss=1.0, val_accuracy=0.1, clients=10, seconds=0.1)
+    store.add_round(run_id, RoundRecord(round=1, bytes_up=5, **common))
+    with sqlite3.connect(path) as conn:  # back to what schema 2 had
+        for column in ("clipped", "zeroed"):
+            conn.execute(f"ALTER TABLE rounds DROP COLUMN {column}")
+        conn.execute("PRAGMA user_version = 2")
+    frame = RunStore(path).rounds(run_id)
+    assert frame[["bytes_up", "clipped", "zeroed"]].values.tolist() == [[5, 0, 0]]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

@@ -26,6 +26,9 @@ OTHER_VALUES = {"compression_bits": 8, "server_momentum": 0.5}
 REFUSED_HERE = {"secure_aggregation"}
 ALLOWED = [(name, s, default) for name, s, default in SETTINGS if name not in REFUSED_HERE]
 ALLOWED_NAMES = [name for name, _, _ in ALLOWED]
+# Settings that need another one set (DP noise a clipping norm; reconstruction a user feature), and its CLI flags.
+NEEDS = {"dp_noise": {"dp_clip": 1.0}, "reconstruction": {"features": PRESETS["biggest"]}}
+NEEDS_FLAGS = {"dp_noise": ["--dp-clip", "1"], "reconstruction": ["--preset", "biggest"]}
 
 
 def other_value(name, setting, default):
@@ -52,20 +55,19 @@ def cli_text(value) -> str:
 
 
 def with_value(name, value) -> ExperimentConfig:
-    extra = {"dp_clip": 1.0} if name == "dp_noise" else {}  # DP noise needs a clipping norm
-    return ExperimentConfig().replace(**extra, **{name: value})
+    return ExperimentConfig().replace(**NEEDS.get(name, {}), **{name: value})
 
 
 @pytest.mark.parametrize("name, setting, default", ALLOWED, ids=ALLOWED_NAMES)
 def test_a_cli_flag_sets_the_setting(name, setting, default):
     value = other_value(name, setting, default)
     flag = setting.flag or "--" + name.replace("_", "-")
-    extra = ["--dp-clip", "1"] if name == "dp_noise" else []
+    extra = NEEDS_FLAGS.get(name, [])
     args = [flag] if setting.kind == "bool" else [flag, cli_text(value)]
     config = cli.experiment_config_from(cli.build_parser().parse_args(["run", *extra, *args]))
     assert config.value(name) == value
     back = config.replace(**{"name": "", name: default})
-    assert back == ExperimentConfig().replace(name="", **({"dp_clip": 1.0} if extra else {}))  # nothing else changed
+    assert back == ExperimentConfig().replace(name="", **NEEDS.get(name, {}))  # nothing else changed
 
 
 @pytest.mark.parametrize("name, setting, default", ALLOWED, ids=ALLOWED_NAMES)
@@ -96,6 +98,8 @@ def test_every_form_setting_has_a_widget_that_reaches_the_config(db):  # noqa: F
             continue
         value = other_value(name, setting, default)
         values = {**form.default_settings(), name: value, "dp": setting.switch is not None or name == "dp_noise"}
+        if name == "reconstruction":
+            values["features"] = list(NEEDS[name]["features"])
         if setting.kind == "list":
             values[name] = ",".join(value)
         config = form.config_from_settings(values, SYNTHETIC, False)

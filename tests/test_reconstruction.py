@@ -1,0 +1,159 @@
+"""Federated Reconstruction (TFF's FedRecon): the user_id embedding and the habit path stay on the clients.
+
+A tiny real run trains and tests; the server never holds the user part, so it sends and receives exactly that
+part's bytes less than the same run without it; combinations TFF cannot build are refused in one line."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fedlab.config import PRESETS, ExperimentConfig
+from fedlab.engine import Experiment
+from fedlab.errors import ConfigError
+from fedlab.model import ModelSpec, build_model, user_layer_names
+from tests.helpers import TINY
+from tests.pages_support import app, db  # noqa: F401
+from tests.test_cli import fedlab
+
+HABITS = PRESETS["habits"]
+
+
+def run(config: ExperimentConfig, tiny_data, build_cache):
+    experiment = Experiment(config, data=tiny_data, cache=build_cache)
+    try:
+        experiment.prepare()
+        records = list(experiment.rounds())
+        return records, experiment.test(), experiment
+    finally:
+        experiment.close()
+
+
+def user_part(experiment: Experiment, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The weights of the user layers (user_id embedding, habit path), from a Keras-ordered list."""
+    model = build_model(experiment.spec)
+    names = set(user_layer_names(experiment.spec))
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    return [weights[index[id(v)]] for layer in model.layers if layer.name in names for v in layer.weights]
+
+
+@pytest.mark.tff
+def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_much_less(tiny_data, build_cache):
+    config = ExperimentConfig(data=tiny_data.config, features=HABITS, **TINY)
+    records, report, experiment = run(config.replace(reconstruction=True), tiny_data, build_cache)
+    plain_records, plain_report, _ = run(config, tiny_data, build_cache)
+
+    assert len(records) == 2 and all(math.isfinite(r.train_loss) and math.isfinite(r.val_loss) for r in records)
+    # Scored like every run: the same test targets, each client with its own user part re-learnt first.
+    assert report.examples == plain_report.examples and 0 < report.accuracy <= 1
+    # The server never held a trained user part: the kept model's user layers are still their initial values,
+    # while its global layers moved.
+    initial, kept = experiment.initial_model().get_weights(), experiment.trained_model().get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(user_part(experiment, initial), user_part(experiment, kept)))
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, kept))
+    # Neither the model sent down nor the updates sent up carry the user part.
+    local_bytes = sum(w.nbytes for w in user_part(experiment, initial)) * records[0].clients
+    assert local_bytes > 0
+    assert plain_records[0].bytes_up - records[0].bytes_up == local_bytes
+    assert plain_records[0].bytes_down - records[0].bytes_down == local_bytes
+    # A seeded run repeats: the same local starting values on every client, every round and at the test.
+    again, again_report, _ = run(config.replace(reconstruction=True), tiny_data, build_cache)
+    assert [r.val_loss for r in again] == [r.val_loss for r in records] and again_report.loss == report.loss
+
+
+@pytest.mark.tff
+def test_reconstruction_trains_under_dp_with_compressed_updates(tiny_data, build_cache):
+    # TFF's FedRecon builder takes fedlab's aggregator as it is: DP-FedAvg around the compressed sum, unweighted.
+    config = ExperimentConfig(data=tiny_data.config, features=PRESETS["biggest"], reconstruction=True, **TINY)
+    changes = {"rounds": 1, "dp_clip": 1.0, "dp_noise": 0.5, "compression_bits": 4}
+    records, report, _ = run(config.replace(**changes), tiny_data, build_cache)
+    assert math.isfinite(records[0].val_loss) and report.examples > 0
+    assert 0 < records[0].bytes_up and records[0].bytes_saved > 0
+
+
+@pytest.mark.tff
+def test_the_servers_state_holds_the_global_layers_only(tiny_data, build_cache):
+    from fedlab import federated
+    from fedlab.runtime import Runtime
+
+    config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY)
+    spec = ModelSpec.from_data(config, tiny_data)
+    processes = build_cache.processes(spec, config, clients_per_round=3)  # built by the run above
+    assert processes.local_layers == ("user_id_embedding", "user_habits_prior")
+    model = build_model(spec)
+    runtime = Runtime()
+    try:
+        with runtime.activate():
+            learning_state, _ = federated.unwrap_state(federated.initial_state(processes, model.get_weights()))
+            held = processes.learning.get_model_weights(learning_state)
+    finally:
+        runtime.close()
+    global_layers, _ = federated.split_layers(model, spec)
+    expected = [v for layer in global_layers for v in layer.trainable_weights + layer.non_trainable_weights]
+    assert sorted(np.shape(w) for w in [*held.trainable, *held.non_trainable]) == sorted(
+        tuple(v.shape) for v in expected
+    )
+    assert len(expected) == len(model.weights) - 3  # the user_id embedding, the habit path's kernel and bias
+
+
+def test_validation_reconstructs_on_the_training_batches_and_scores_the_validation_batches():
+    from fedlab.federated import reconstruction_eval_dataset, split_reconstruction_data
+
+    def batches(targets):
+        return tf.data.Dataset.from_tensor_slices(({"x": np.zeros((len(targets), 2))}, np.array(targets))).batch(2)
+
+    train, val = batches([[0, 1], [2, 0], [1, 1]]), batches([[2, 2], [0, 1]])
+    reconstruct, scored = split_reconstruction_data(reconstruction_eval_dataset(train, val))
+    assert [y.tolist() for _, y in reconstruct.as_numpy_iterator()] == [[[0, 1], [2, 0]], [[1, 1]]]
+    assert [y.tolist() for _, y in scored.as_numpy_iterator()] == [[[2, 2], [0, 1]]]
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"features": PRESETS["central"]}, "needs user_id or user_habits among the features"),
+        ({"features": HABITS, "mode": "centralized"}, "federated runs only"),
+        ({"features": HABITS, "algorithm": "fedprox"}, "no FedProx or MIME-lite form"),
+        ({"features": HABITS, "algorithm": "mime"}, "no FedProx or MIME-lite form"),
+        ({"features": HABITS, "personalize_epochs": 2}, "reconstruction and fine-tuning cannot be combined"),
+    ],
+)
+def test_what_reconstruction_cannot_run_with_is_refused_in_one_line(changes, words):
+    with pytest.raises(ConfigError) as refused:
+        ExperimentConfig(reconstruction=True, **changes)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_reconstruction_runs_with_the_user_features_and_with_dp():
+    for features in (PRESETS["biggest"], HABITS, ("cat_id", "user_id")):
+        assert ExperimentConfig(features=features, reconstruction=True).reconstruction
+    assert ExperimentConfig(features=HABITS, reconstruction=True, dp_clip=1.0, dp_noise=0.5).model_shape_key != (
+        ExperimentConfig(features=HABITS, dp_clip=1.0, dp_noise=0.5).model_shape_key
+    )
+
+
+def test_the_cli_refuses_reconstruction_with_the_central_features_with_exit_status_2():
+    out = fedlab("run", "--preset", "central", "--reconstruction", "--no-store", timeout=120)
+    assert out.returncode == 2
+    assert "reconstruction keeps the user part on the client, so it needs user_id or user_habits" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_the_explain_panel_says_what_stays_on_the_clients():
+    from fedlab.explain import round_explanation
+
+    text = round_explanation(ExperimentConfig(features=HABITS, reconstruction=True), None, total_clients=10)
+    assert "**The user part stayed local**" in text and "never left the clients" in text
+    assert "stayed local" not in round_explanation(ExperimentConfig(features=HABITS), None, total_clients=10)
+
+
+def test_the_train_page_has_the_switch_and_refuses_it_with_the_central_features_in_one_sentence(db):  # noqa: F811
+    at = app("train")
+    switch = at.checkbox(key="train_reconstruction")
+    assert switch.value is False and "never sent or averaged" in switch.help
+    switch.check()
+    at.button(key="train_btn_run").click().run()
+    assert any("so it needs user_id or user_habits among the features" in e.value for e in at.error)
