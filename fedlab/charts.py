@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from fedlab.attack_view import ALL, HONEST, SUCCESS
 from fedlab.baselines import BASELINE_LABELS
 
 CENTRAL_COLOR = "#2563eb"  # blue; also the app theme's primary colour
@@ -245,6 +246,106 @@ def accuracy_vs_megabytes(runs: Mapping[str, pd.DataFrame], *, colors: Mapping[s
 def sends_bytes(runs: Mapping[str, pd.DataFrame]) -> bool:
     """Whether any of these runs sent bytes (federated runs measured them), so the communication charts apply."""
     return any(_sends_bytes(rounds) for rounds in runs.values())
+
+
+# ----- attacks and defences -----
+
+
+def defence_counts(runs: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Per round, the updates each run's defence clipped (solid) and zeroed (dotted), and faint the updates it
+    averaged, for scale. `runs` maps a label to a rounds table (with the store's clipped and zeroed columns)."""
+    colors = dict(colors or distinct_colors(runs))
+    fig, most = go.Figure(), 0
+    for label, rounds in runs.items():
+        color = colors.get(label, color_for(label))
+        lines = (("clipped", "solid", 1.0), ("zeroed", "dot", 1.0), ("clients", "dash", REFERENCE_OPACITY))
+        for column, dash, opacity in lines:
+            values = rounds[column] if column in rounds else pd.Series(0, index=rounds.index)
+            most = max(most, int(values.max()) if len(values) else 0)
+            what = "updates averaged" if column == "clients" else f"updates {column}"
+            fig.add_trace(
+                go.Scatter(
+                    x=rounds["round"],
+                    y=values,
+                    name=label if column == "clipped" else f"{label} · {what}",
+                    legendgroup=label,
+                    mode="lines+markers",
+                    line={"color": color, "dash": dash, "width": 2},
+                    marker={"size": 6},
+                    opacity=opacity,
+                    hovertemplate=f"{label}<br>round %{{x}}: %{{y}} {what}<extra></extra>",
+                )
+            )
+    _layout(
+        fig,
+        title="What the defence did per round (solid: clipped, dotted: zeroed, faint: all updates averaged)",
+        x_title=ROUND_AXIS,
+        y_title="client updates (count)",
+    )
+    fig.update_yaxes(rangemode="tozero", dtick=max(1, math.ceil(most / 6)))  # whole updates only
+    if _most_rounds(runs) <= 20:
+        fig.update_xaxes(tickmode="linear", tick0=1, dtick=1)
+    return fig
+
+
+def attack_accuracy(figures: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Test acc@1 of each attacked or defended run, for all clients and for the honest ones, beside its clean
+    reference's on the same clients (faint). `figures` maps a label to fedlab.attack_view.attack_figures."""
+    fig = _attack_bars(figures, (ALL, HONEST), colors)
+    _layout(
+        fig,
+        title="Test accuracy under attack, beside the clean reference (faint) on the same clients",
+        x_title="clients scored",
+        y_title="test accuracy (acc@1)",
+    )
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def targeted_success(figures: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """The targeted attack's success: the share of true-A test targets predicted B, beside the clean reference's
+    (faint), which shows how often the model says B for A without any attack (lower is better)."""
+    fig = _attack_bars(figures, (SUCCESS,), colors)
+    _layout(
+        fig,
+        title="Targeted attack: true A predicted as B (lower is better), beside the clean reference (faint)",
+        x_title="class pair (true → predicted)",
+        y_title="share of true-A test targets",
+    )
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def _attack_bars(
+    figures: Mapping[str, pd.DataFrame], rows: tuple[str, ...], colors: Mapping[str, str] | None
+) -> go.Figure:
+    """Grouped bars of these rows: per run one trace of its values, and one faint of its clean reference's."""
+    colors = dict(colors or distinct_colors(figures))
+    fig = go.Figure()
+    for label, frame in figures.items():
+        shown = frame.loc[[row for row in rows if row in frame.index]]
+        if shown.empty:
+            continue
+        color = colors.get(label, color_for(label))
+        for column, name, opacity in (("run", label, 1.0), ("clean", f"{label} · clean reference", REFERENCE_OPACITY)):
+            values = shown[column].astype(float)
+            if values.isna().all():
+                continue  # no clean reference stored: its bars are left out, not drawn at 0
+            fig.add_trace(
+                go.Bar(
+                    x=shown["label"],
+                    y=values,
+                    name=name,
+                    marker={"color": color, "line": {"color": color, "width": 1.5}},
+                    opacity=opacity,
+                    text=["" if pd.isna(v) else f"{v:.1%}" for v in values],
+                    textposition="outside",
+                    cliponaxis=False,
+                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.1%}}<extra></extra>",
+                )
+            )
+    fig.update_layout(barmode="group")
+    return fig
 
 
 # ----- results -----

@@ -697,7 +697,6 @@ class ExperimentConfig:
             min=0.0,
             max=1.0,
             below=True,
-            why="some clients must stay honest",
             group="what_if",
             noun="malicious client share",
             step=0.05,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from fedlab.config import ExperimentConfig
+from fedlab.config import DEFENSE_HELP, ExperimentConfig
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGD with momentum", "adam": "Adam", "yogi": "Yogi", "adagrad": "Adagrad"}
 
@@ -46,7 +46,52 @@ def round_explanation(config: ExperimentConfig, latest: Mapping | None, *, total
         _server_step(config),
         _validation_step(latest),
     ]
-    return header + "\n\n" + "\n".join(f"{i}. {text}" for i, text in enumerate(filter(None, steps), 1))
+    text = header + "\n\n" + "\n".join(f"{i}. {text}" for i, text in enumerate(filter(None, steps), 1))
+    text += attack_paragraph(config, latest)
+    return text + "\n\n" + RECONSTRUCTION_NOTE if config.reconstruction else text
+
+
+# What Federated Reconstruction keeps on the clients, said below the steps of a run that uses it.
+RECONSTRUCTION_NOTE = (
+    "**The user part stayed local** (Federated Reconstruction). The user_id embedding and the habit path never "
+    "left the clients: each client reset them to their initial values, re-learnt them on its own data with the "
+    "shared layers frozen, and only then trained the shared layers. The server sent, averaged and kept the shared "
+    "layers alone, so the bytes of each round leave the user part out; before its test each client re-learns "
+    "its own user part the same way."
+)
+
+
+# What the malicious clients do to their training targets, by attack.
+POISONING = {
+    "label-flip": "map every training target to another category by one fixed permutation",
+    "random-labels": "replace their training targets with categories drawn at random",
+}
+
+
+def attack_paragraph(config: ExperimentConfig, latest: Mapping | None) -> str:
+    """A paragraph (after a blank line) on the run's malicious clients and defence, with the latest round's
+    counts of clipped and zeroed updates; "" for a run with neither."""
+    parts = []
+    if config.malicious_clients > 0:
+        a, _, b = config.attack_classes.partition(":")
+        poisoning = POISONING.get(config.attack, f"relabel every training target of class {a.strip()} as {b.strip()}")
+        parts.append(
+            f"{config.malicious_clients:.0%} of the clients are malicious (drawn once with the seed): they "
+            f"{poisoning}, then train and send their updates like everyone else. Validation and test data are "
+            "never poisoned."
+        )
+    if config.defense != "none":
+        norm = f" (clipping norm {config.clip_norm:g})" if config.defense == "clip" and config.clip_norm else ""
+        done = "It counts the updates it clips and zeroes every round."
+        if latest is not None:
+            done = (
+                f"This round it clipped {int(latest.get('clipped', 0)):,} and zeroed {int(latest.get('zeroed', 0)):,} "
+                f"of the {int(latest['clients']):,} updates."
+            )
+        parts.append(f"Defence **{config.defense}**{norm}. {DEFENSE_HELP[config.defense]} {done}")
+    elif parts:
+        parts.append("No defence: the server averages the poisoned updates with the honest ones.")
+    return "\n\n**Attack and defence.** " + " ".join(parts) if parts else ""
 
 
 def _sample_step(config: ExperimentConfig, sampled: int | None, population: int | None, reported: int | None) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedlab.attack_view import HONEST, attack_figures
 from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE
 from fedlab.fairness import accuracy_checkins_correlation, client_table
 from fedlab.privacy import dp_epsilon
@@ -33,6 +34,9 @@ class RunNumbers:
     personalized_accuracy: float | None = None
     total_clients: int | None = None  # training clients (for the privacy budget)
     config: Any = None  # its ExperimentConfig
+    test: Mapping[str, Any] = field(default_factory=dict)  # the stored test report (TestReport.to_dict())
+    clipped: int = 0  # updates the defence clipped, over the run
+    zeroed: int = 0  # updates the defence zeroed, over the run
 
 
 def points(a: float, b: float) -> float:
@@ -250,3 +254,55 @@ def secure_aggregation(runs: Mapping[str, RunNumbers]) -> str:
             f"The secure sum itself is not shown: {SECURE_AGGREGATION_UNAVAILABLE}.",
         ]
     )
+
+
+# The poisoning lesson's runs (fedlab.lessons).
+CLEAN, ATTACKED, DEFENDED = "no attack", "half flip labels", "half flip, robust defence"
+
+
+def poisoning(runs: Mapping[str, RunNumbers]) -> str:
+    clean, attacked, defended = runs[CLEAN], runs[ATTACKED], runs[DEFENDED]
+    hit, guarded = attack_figures(attacked.test, clean.test), attack_figures(defended.test, clean.test)
+    if HONEST not in hit.index or HONEST not in guarded.index:
+        return "The attacked runs have no attack results (stored before attacks were measured); train them again."
+    honest, reference = hit.loc[HONEST, "run"], hit.loc[HONEST, "clean"]
+    shielded = guarded.loc[HONEST, "run"]
+    if math.isnan(reference):
+        return "The clean run has no per-client results to score the honest clients on; train it again."
+    lost, won = points(honest, reference), points(shielded, honest)
+    malicious = len(attacked.test["attack"]["malicious_clients"])
+    of = f" of {attacked.total_clients}" if attacked.total_clients else ""
+    return " ".join(
+        [
+            "Look at the attack chart (the honest clients' acc@1 beside the clean run's on the same clients), "
+            "then at the updates the defence clipped and zeroed per round.",
+            f"{malicious}{of} clients flipped their labels. The honest clients' test acc@1 was {honest:.1%} against "
+            f"{reference:.1%} for the clean run on the same clients ({lost:+.1f} points); over all clients "
+            f"{attacked.accuracy:.1%} against {clean.accuracy:.1%}.",
+            reading(
+                lost,
+                "The attack did not hurt the honest clients here.",
+                "The poisoned updates pulled the shared model away from what the honest clients do.",
+            ),
+            f"With the robust defence the honest clients got {shielded:.1%} ({points(shielded, reference):+.1f} "
+            f"points against the clean run, {won:+.1f} against no defence); it clipped {defended.clipped} and zeroed "
+            f"{defended.zeroed} updates in {defended.rounds} rounds.",
+            _defence_reading(lost, won, zeroed=defended.zeroed),
+        ]
+    )
+
+
+def _defence_reading(lost: float, won: float, *, zeroed: int) -> str:
+    """What the defence's gain over the undefended run says, given what the attack cost (both in points)."""
+    zeroing = " It zeroed no update: none stood out by its length." if zeroed == 0 else ""
+    if abs(won) < NOISE_POINTS:
+        return (
+            "The defence changed the honest clients' accuracy by less than a point: clipping and zeroing judge an "
+            "update by its length, and a label-flipped update need not be longer than an honest one." + zeroing
+        )
+    if won < 0:
+        return "The defence cost more than it saved here: clipping shrinks the honest updates too." + zeroing
+    if lost <= -NOISE_POINTS:
+        share = "all" if won >= -lost else f"{won:.1f}"
+        return f"The defence won back {share} of the {-lost:.1f} points the attack cost." + zeroing
+    return "The defended run scored higher still." + zeroing

@@ -4,7 +4,8 @@ One file that opens offline: plotly.js is embedded once (with the first figure),
 interactive, every figure comes from fedlab.charts and the fairness tables from fedlab.fairness.
 Sections: settings, learning curves, final metrics with baselines, per-category results and confusion
 matrices, per-client accuracy, fairness (best and worst served clients; accuracy against data
-size) and, when a run used differential privacy, its privacy budget.
+size), when a run had malicious clients or a defence what they did beside its clean reference, and, when a run used
+differential privacy, its privacy budget.
 
 The page is the Jinja2 template templates/report.html.j2, autoescaped: everything a person typed (run
 names, client ids, error messages, file names) is HTML-escaped. This module prepares plain values for it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from markupsafe import Markup
 
-from fedlab import charts
+from fedlab import attack_view, charts
 from fedlab.errors import FedlabError
 from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table, correlation_text
 from fedlab.metrics_table import metrics_table, num, pct
@@ -84,14 +86,26 @@ class _Figures:
 # ----- public API -----
 
 
-def run_report_html(run: Run, rounds: pd.DataFrame, *, other: tuple[Run, pd.DataFrame] | None = None) -> str:
-    """The whole report as one HTML page: `run` alone, or `run` beside `other` (run, rounds)."""
+def run_report_html(
+    run: Run,
+    rounds: pd.DataFrame,
+    *,
+    other: tuple[Run, pd.DataFrame] | None = None,
+    clean: Mapping[str, Run | None] | None = None,
+) -> str:
+    """The whole report as one HTML page: `run` alone, or `run` beside `other` (run, rounds). `clean` maps a run id
+    to its stored clean reference (fedlab.attack_view; see store_report_html), for runs under attack or defended."""
     entries = _entries([(run, rounds), *([other] if other is not None else [])])
     colors = charts.distinct_colors([e.label for e in entries])
+    # label -> the clean reference (None: not stored) of each run that has one to be measured against
+    references = {
+        e.label: (clean or {}).get(e.run.id) for e in entries if attack_view.attacked_or_defended(e.run.config)
+    }
     sections = {
         "settings": _settings_section(entries),
         "curves": _curves_section(entries, colors),
-        "metrics": _metrics_section(entries, colors),
+        "metrics": _metrics_section(entries, colors, references),
+        "attack": _attack_section(entries, colors, references),
         "classes": _classes_section(entries, colors),
         "clients": _clients_section(entries, colors),
         "fairness": _fairness_section(entries, colors),
@@ -106,15 +120,25 @@ def run_report_html(run: Run, rounds: pd.DataFrame, *, other: tuple[Run, pd.Data
     )
 
 
-def write_report(store: RunStore, run_ids: list[str], out: str | os.PathLike) -> Path:
-    """Writes the report of one run (or a comparison of two) to `out`; unknown ids are a FedlabError."""
+def store_report_html(store: RunStore, run_ids: list[str]) -> str:
+    """The report of one stored run (or a comparison of two), with the clean references the store holds for them;
+    unknown ids are a FedlabError."""
     if not 1 <= len(run_ids) <= 2:
         raise FedlabError(f"a report covers one run or compares two, not {len(run_ids)}")
     if len(set(run_ids)) != len(run_ids):
         raise FedlabError(f"run {run_ids[0]!r} is given twice; compare two different runs")
     loaded = [(_existing_run(store, run_id), store.rounds(run_id)) for run_id in run_ids]
-    page = run_report_html(*loaded[0], other=loaded[1] if len(loaded) == 2 else None)
-    return _write_text(Path(out), page)
+    clean = {
+        run.id: attack_view.clean_reference(store, run.config)
+        for run, _ in loaded
+        if attack_view.attacked_or_defended(run.config)
+    }
+    return run_report_html(*loaded[0], other=loaded[1] if len(loaded) == 2 else None, clean=clean)
+
+
+def write_report(store: RunStore, run_ids: list[str], out: str | os.PathLike) -> Path:
+    """Writes the report of one run (or a comparison of two) to `out`; unknown ids are a FedlabError."""
+    return _write_text(Path(out), store_report_html(store, run_ids))
 
 
 def add_report_parser(sub) -> None:
@@ -175,7 +199,9 @@ def _curves_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str, 
     return {"figures": figures}
 
 
-def _metrics_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str, Any]:
+def _metrics_section(
+    entries: list[_Entry], colors: dict[str, str], references: Mapping[str, Run | None]
+) -> dict[str, Any]:
     """Test metrics and baselines per run, and the accuracy bar chart against the first tested run's baselines."""
     tested = [e for e in entries if e.run.test]
     if not tested:
@@ -184,6 +210,8 @@ def _metrics_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str,
         {e.label: e.run.test for e in tested},
         {e.label: e.run.baselines for e in tested},
         {e.label: e.rounds for e in tested},
+        configs={e.label: e.run.config for e in tested},
+        clean={label: ref.test for label, ref in references.items() if ref is not None},
     )
     first = tested[0]
     return {
@@ -193,6 +221,32 @@ def _metrics_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str,
         ),
         "baselines_of": first.label if len(tested) > 1 else None,
         "untested": [e.label for e in entries if not e.run.test],
+    }
+
+
+def _attack_section(
+    entries: list[_Entry], colors: dict[str, str], references: Mapping[str, Run | None]
+) -> dict[str, Any] | None:
+    """Accuracy for all and for the honest clients beside the clean reference, the targeted attack's success, and
+    what the defence did per round; left out when no run had malicious clients or a defence."""
+    if not references:
+        return None
+    by_label = {e.label: e for e in entries}
+    figures = {
+        label: attack_view.attack_figures(by_label[label].run.test, ref.test if ref else None)
+        for label, ref in references.items()
+        if by_label[label].run.test
+    }
+    charts_shown = [charts.attack_accuracy(figures, colors=colors)] if figures else []
+    if any(attack_view.SUCCESS in frame.index for frame in figures.values()):
+        charts_shown.append(charts.targeted_success(figures, colors=colors))
+    defended = {e.label: e.rounds for e in entries if e.run.config.defense != "none" and len(e.rounds)}
+    if defended:
+        charts_shown.append(charts.defence_counts(defended, colors=colors))
+    return {
+        "figures": charts_shown,
+        "references": [(label, ref.name, ref.id) for label, ref in references.items() if ref is not None],
+        "missing": [label for label, ref in references.items() if ref is None],
     }
 
 

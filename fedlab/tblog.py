@@ -1,8 +1,10 @@
 """TensorBoard event files of one run, laid out as the study wrote them.
 
 log_dir/train holds `train/loss` and `train/accuracy`, log_dir/validation holds `validation/loss` and
-`validation/accuracy`, one point per round (step = round number). Point TensorBoard at the parent
-of several runs' folders (`tensorboard --logdir runs/tensorboard`) to overlay them.
+`validation/accuracy`, one point per round (step = round number); federated rounds add the megabytes sent
+(`communication/...`) and, in a run with a defence, the updates it clipped and zeroed (`defense/clipped`,
+`defense/zeroed`). Point TensorBoard at the parent of several runs' folders (`tensorboard --logdir
+runs/tensorboard`) to overlay them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class TensorBoardLog:
         self._writers = {
             split: tf.summary.create_file_writer(str(self.log_dir / split)) for split in (TRAIN, VALIDATION)
         }
+        self._rounds: list[int] = []  # rounds written so far
+        self._defended = False  # a defence has clipped or zeroed an update in this run
 
     def write(self, record: RoundRecord) -> None:
         if self._writers is None:
@@ -62,7 +66,21 @@ class TensorBoardLog:
                 if split == TRAIN and (record.bytes_down or record.bytes_up):  # megabytes sent (federated rounds)
                     self._tf.summary.scalar("communication/mb_down", record.bytes_down / 1e6, step=record.round)
                     self._tf.summary.scalar("communication/mb_up", record.bytes_up / 1e6, step=record.round)
+                if split == TRAIN:
+                    self._write_defence(record)
             writer.flush()
+        self._rounds.append(record.round)
+
+    def _write_defence(self, record: RoundRecord) -> None:
+        """Clipped and zeroed updates, from the first round a defence did either on, with zeros for the rounds
+        before it, so the curves start at round 1 and runs without a defence get none."""
+        if not self._defended and not (record.clipped or record.zeroed):
+            return
+        earlier = [] if self._defended else self._rounds
+        self._defended = True
+        for step, clipped, zeroed in [*((r, 0, 0) for r in earlier), (record.round, record.clipped, record.zeroed)]:
+            self._tf.summary.scalar("defense/clipped", clipped, step=step)
+            self._tf.summary.scalar("defense/zeroed", zeroed, step=step)
 
     def close(self) -> None:
         """Flushes and closes both files; closing twice is harmless."""

@@ -97,7 +97,7 @@ def test_the_summary_names_the_malicious_clients_by_id():
     [
         (
             {"malicious_clients": 1.0},
-            "malicious client share must be a number below 1 \\(some clients must stay honest\\)",
+            "malicious client share must be a number below 1, not 1.0",
         ),
         ({"malicious_clients": -0.1}, "malicious client share must be a number of at least 0"),
         ({"malicious_clients": 0.2, "attack": "targeted"}, "targeted attack needs its classes as A:B"),

@@ -1,5 +1,5 @@
-"""Two runs side by side (the Compare page): live while they train, then results, fairness and the
-comparison report; and which two runs to show.
+"""Two runs side by side (the Compare page): live while they train, then results, fairness, what an attack or
+defence did beside each run's clean reference, and the comparison report; and which two runs to show.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from fedlab import charts
 from fedlab.dashboard.history import report_download
 from fedlab.dashboard.presentation import show_chart
 from fedlab.dashboard.results import (
+    attack_results,
     class_details,
+    clean_references,
     curves,
     fairness_view,
     reference_rounds,
@@ -71,7 +73,12 @@ def _compare_view(runs: list[Run]) -> None:
                 stop_button(run.id)
     most = max(run.config.rounds for run in runs)
     curves(
-        rounds, max_rounds=most, colors=colors, reference=reference_rounds(store, {r.id for r in runs}), key="compare"
+        rounds,
+        max_rounds=most,
+        colors=colors,
+        reference=reference_rounds(store, {r.id for r in runs}),
+        key="compare",
+        defended=tuple(label for label, run in by_label.items() if run.config.defense != "none"),
     )
     tested = {label: run for label, run in by_label.items() if run.test}
     if not tested:
@@ -79,7 +86,8 @@ def _compare_view(runs: list[Run]) -> None:
     if len(runs) == 2:
         report_download([run.id for run in runs], key="compare_report", label="Download comparison report (HTML)")
     st.subheader("Test results")
-    st.table(results_table(tested, rounds))
+    clean = clean_references(tested)
+    st.table(results_table(tested, rounds, clean))
     st.caption(
         "Each run's baselines are scored on that run's own test targets (they differ only when the data "
         "settings differ: users, N, grouping)."
@@ -89,6 +97,7 @@ def _compare_view(runs: list[Run]) -> None:
         {label: run.test["accuracy"] for label, run in tested.items()}, first.baselines or {}, colors=colors
     )
     show_chart(fig, key="compare_baselines")
+    attack_results(tested, clean, colors=colors, key="compare")
     reports = {label: run.test for label, run in tested.items()}
     class_details(reports, colors=colors, key="compare")
     show_chart(charts.per_client_accuracy(reports, colors=colors), key="compare_clients")

@@ -61,11 +61,9 @@ def report_download(run_ids: list[str], *, key: str, label: str = "Download repo
 
 @st.cache_data(max_entries=4, show_spinner="Building the report…")
 def report_html(run_ids: tuple[str, ...], finished_at: tuple[str, ...]) -> str:  # a new result, a new report
-    from fedlab.report import run_report_html
+    from fedlab.report import store_report_html
 
-    store = run_store()
-    loaded = [(store.get_run(run_id), store.rounds(run_id)) for run_id in run_ids]
-    return run_report_html(*loaded[0], other=loaded[1] if len(loaded) > 1 else None)
+    return store_report_html(run_store(), list(run_ids))  # with the clean references the store holds
 
 
 # ----- the Runs page -----

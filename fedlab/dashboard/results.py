@@ -1,5 +1,6 @@
 """Views of runs: the one-line settings summary, status and progress, live curves, test results beside the
-baselines, per-category details, fairness across clients, and the "what this round did" panel.
+baselines, per-category details, fairness across clients, what an attack or defence did beside the clean
+reference, and the "what this round did" panel.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from fedlab import charts, fairness
+from fedlab import attack_view, charts, fairness
 from fedlab.config import ExperimentConfig
 from fedlab.dashboard import access
-from fedlab.dashboard.presentation import show_chart
-from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, show_error
+from fedlab.dashboard.presentation import presenting, show_chart
+from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, session_id, show_error
 from fedlab.explain import round_explanation
 from fedlab.metrics_table import best_baseline, metrics_table, num, pct
 from fedlab.settings_text import describe
-from fedlab.store import Run, RunStore
+from fedlab.store import ACTIVE_STATUSES, Run, RunStore
 
 STATUS_ICONS = {
     "queued": ":material/schedule:",
@@ -60,11 +61,28 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
     return {run.id: run.name if names.count(run.name) == 1 else f"{run.name} [{run.id[:6]}]" for run in runs}
 
 
-def results_table(runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Final metrics of each run (columns) with the baselines of its own test data, as display text."""
+def results_table(
+    runs: Mapping[str, Run], rounds: Mapping[str, pd.DataFrame], clean: Mapping[str, Run | None] | None = None
+) -> pd.DataFrame:
+    """Final metrics of each run (columns) with the baselines of its own test data, as display text; `clean`
+    (label -> the run's clean reference, see clean_references) adds its figures to attacked or defended runs."""
     return metrics_table(
-        {label: run.test for label, run in runs.items()}, {label: run.baselines for label, run in runs.items()}, rounds
+        {label: run.test for label, run in runs.items()},
+        {label: run.baselines for label, run in runs.items()},
+        rounds,
+        configs={label: run.config for label, run in runs.items()},
+        clean={label: ref.test for label, ref in (clean or {}).items() if ref is not None},
     )
+
+
+def clean_references(runs: Mapping[str, Run]) -> dict[str, Run | None]:
+    """Label -> the stored clean reference (or None) of each run with malicious clients or a defence."""
+    store = run_store()
+    return {
+        label: attack_view.clean_reference(store, run.config)
+        for label, run in runs.items()
+        if attack_view.attacked_or_defended(run.config)
+    }
 
 
 _pct, _num = pct, num
@@ -151,6 +169,7 @@ def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool, expla
         colors=colors,
         reference=reference_rounds(run_store(), {run.id}),
         key=f"run_{run.id}_{live}",
+        defended=(run.name,) if run.config.defense != "none" else (),
     )
     if not explain:
         draw(narrow=narrow)
@@ -221,8 +240,10 @@ def curves(
     reference: tuple[str, pd.DataFrame] | None,
     key: str,
     narrow: bool = False,
+    defended: tuple[str, ...] = (),
 ) -> None:
-    """Loss and accuracy per round (side by side, or stacked when narrow), with how to read them."""
+    """Loss and accuracy per round (side by side, or stacked when narrow), with how to read them; then the
+    communication charts of federated runs, and what the defence did per round for the `defended` labels."""
     if not any(len(r) for r in runs.values()):
         return
     places = (st.container(), st.container()) if narrow else st.columns(2)
@@ -241,6 +262,12 @@ def curves(
         st.caption(
             "Communication: down = the model sent to each sampled client; up = each reporting client's "
             "update after compression (its encoded size under the aggregator's settings)."
+        )
+    if defended := {label: runs[label] for label in defended if len(runs.get(label, ()))}:
+        show_chart(charts.defence_counts(defended, colors=colors), key=f"{key}_defence")
+        st.caption(
+            "Counted by the defence's own aggregator each round: updates scaled down to its clipping norm, and "
+            "updates dropped for being far longer than the others (zeroed)."
         )
 
 
@@ -261,14 +288,16 @@ def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: 
     cols[3].metric("test loss", _num(test.get("loss")), help="Cross-entropy on the test targets, in nats.")
     if tuned := test.get("personalized"):
         st.caption(personalized_text(tuned, best_base))
+    clean = clean_references({run.name: run})
     left, right = (st.container(), st.container()) if narrow else st.columns([2, 3])
-    left.table(results_table({run.name: run}, {run.name: run_store().rounds(run.id)}))
+    left.table(results_table({run.name: run}, {run.name: run_store().rounds(run.id)}, clean))
     fig = charts.metrics_vs_baselines({run.name: test.get("accuracy", 0.0)}, base, colors=colors)
     show_chart(fig, key=f"{key}_baselines", place=right)
     st.caption(
         "Baselines are simple predictors scored on exactly the same test targets. A model that does not "
         "beat 'Repeat last category' or the Markov chains has learned little."
     )
+    attack_results({run.name: run}, clean, colors=colors, key=key)
     if test.get("per_client"):
         show_chart(charts.per_client_accuracy({run.name: test}, colors=colors), key=f"{key}_clients")
         st.caption(
@@ -287,6 +316,56 @@ def personalized_text(tuned: Mapping, best_baseline: float | None) -> str:
         f"acc@1 {tuned['accuracy']:.1%}{gain}, acc@5 {tuned['top5_accuracy']:.1%}, MRR {tuned['mrr']:.3f}. "
         "Each user's phone would adapt the shared model to its owner; the data still never leaves it."
     )
+
+
+def attack_results(
+    runs: Mapping[str, Run], clean: Mapping[str, Run | None], *, colors: Mapping[str, str], key: str
+) -> None:
+    """For the runs with a clean reference to compare with (the keys of `clean`): their accuracy for all and for
+    the honest clients beside the clean run's, the targeted attack's success, and a line (with a button that
+    queues it) for each run whose clean reference is not stored."""
+    figures = {
+        label: attack_view.attack_figures(runs[label].test, ref.test if ref else None)
+        for label, ref in clean.items()
+        if runs[label].test
+    }
+    if not figures:
+        return
+    st.markdown("**Attack and defence, beside the clean reference**")
+    show_chart(charts.attack_accuracy(figures, colors=colors), key=f"{key}_attack")
+    if any(attack_view.SUCCESS in frame.index for frame in figures.values()):
+        show_chart(charts.targeted_success(figures, colors=colors), key=f"{key}_targeted")
+    st.caption(
+        "The clean reference is a finished run with the same settings and seed but no malicious clients and no "
+        "defence (faint bars), scored on the same clients. Honest clients: those that did not poison their data."
+    )
+    for label in figures:
+        if clean[label] is None:
+            _missing_clean_reference(runs[label], label=label, key=key)
+
+
+def _missing_clean_reference(run: Run, *, label: str, key: str) -> None:
+    """One line saying the clean reference is not stored (or is training), with a button that queues it."""
+    store = run_store()
+    training = attack_view.find_clean_reference(store.list_runs(statuses=ACTIVE_STATUSES), run.config)
+    if training is not None:
+        st.caption(f"{label}: its clean reference is {training.status} (run {training.id}); its bars follow.")
+        return
+    line, button = st.columns([3, 1], vertical_alignment="center")
+    line.caption(f"{label}: no clean reference is stored (same settings, no malicious clients, no defence).")
+    if presenting():
+        return
+    if button.button("Train it", key=f"{key}_clean_{run.id}", icon=":material/play_arrow:", help=QUEUE_CLEAN_HELP):
+        try:
+            config = attack_view.clean_config(run.config, name=f"{run.name} · clean reference")
+            job_manager().submit(config, session_id=session_id(), name=config.name)
+        except Exception as exc:
+            show_error(exc)
+            return
+        st.rerun()
+
+
+QUEUE_CLEAN_HELP = "Queues a run with the same settings and seed, without malicious clients or a defence."
 
 
 def class_details(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], key: str) -> None:
