@@ -25,6 +25,12 @@ def trained(tiny_data, build_cache, **changes):
         experiment.close()
 
 
+def first_round(**changes) -> RoundRecord:
+    """A stored round 1 of 10 clients with these counts."""
+    common = dict(train_loss=1.0, train_accuracy=0.1, val_loss=1.0, val_accuracy=0.1, clients=10, seconds=0.1)
+    return RoundRecord(round=1, **common, **changes)
+
+
 @pytest.fixture(scope="module")
 def twelve_clients(small_city):
     """Every user of the small city as a client, N=5: enough for a small model to learn something in 4 rounds."""
@@ -94,8 +100,7 @@ def test_zeroing_drops_an_update_scaled_far_out():
 def test_the_store_keeps_each_rounds_defence_counts(tmp_path):
     store = RunStore(tmp_path / "runs.db")
     run_id = store.create_run(ExperimentConfig(defense="robust"))
-    common = dict(train_loss=1.0, train_accuracy=0.1, val_loss=1.0, val_accuracy=0.1, clients=10, seconds=0.1)
-    store.add_round(run_id, RoundRecord(round=1, clipped=4, zeroed=1, **common))
+    store.add_round(run_id, first_round(clipped=4, zeroed=1))
     rounds = store.rounds(run_id)
     assert rounds[["clipped", "zeroed"]].values.tolist() == [[4, 1]]
 
@@ -108,8 +113,7 @@ def test_a_store_from_before_defences_opens_with_no_update_clipped(tmp_path):
     path = tmp_path / "runs.db"
     store = RunStore(path)
     run_id = store.create_run(ExperimentConfig())
-    common = dict(train_loss=1.0, train_accuracy=0.1, val_loss=1.0, val_accuracy=0.1, clients=10, seconds=0.1)
-    store.add_round(run_id, RoundRecord(round=1, bytes_up=5, **common))
+    store.add_round(run_id, first_round(bytes_up=5))
     with sqlite3.connect(path) as conn:  # back to what schema 2 had
         for column in ("clipped", "zeroed"):
             conn.execute(f"ALTER TABLE rounds DROP COLUMN {column}")
