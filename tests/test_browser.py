@@ -221,6 +221,10 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
                 # The quick edits above must leave the preset's nine features selected (a widget-state race
                 # in the settings form once emptied the list here).
                 expect(page.locator('[data-testid="stMultiSelect"] [data-baseweb="tag"]')).to_have_count(9)
+                # ... and every other setting valid: widgets that lost their state fell back to a minimum of 0.
+                expect(page.get_by_text("a setting is not allowed")).to_have_count(0)
+                expect(page.get_by_text(re.compile(r"^Estimate: about"))).to_be_visible()
+                expect(page.get_by_text("set via the Session State API")).to_have_count(0)
                 page.get_by_role("button", name=re.compile(r"(^|\s)Run$")).click()
                 expect(page.get_by_text(re.compile(r"Preparing the data|Round \d of at most 2")).first).to_be_visible()
                 expect(page.get_by_text(re.compile(r"Finished after \d round"))).to_be_visible(timeout=TRAIN_TIMEOUT_MS)

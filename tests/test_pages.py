@@ -141,6 +141,20 @@ def test_settings_survive_a_visit_to_another_page(db):
     assert at.multiselect(key="train_features").value == list(ALL_FEATURES)
 
 
+def test_each_setting_widget_defaults_to_the_value_it_shows(db):
+    # A browser that loses its widget states sends their defaults back; they must be the form's values.
+    at = app("train")
+    at.number_input(key="train_rounds").set_value(3)
+    at.button(key="train_btn_fedadam").click().run()
+    at.button(key="train_btn_biggest").click().run()
+    assert at.number_input(key="train_rounds").proto.default == 3
+    assert at.number_input(key="train_server_lr").proto.default == pytest.approx(0.01)
+    server = at.selectbox(key="train_server_optimizer")
+    assert server.value == "adam" and server.proto.default == server.index
+    assert list(at.multiselect(key="train_features").proto.default) == list(range(len(ALL_FEATURES)))
+    assert not at.warning  # no "default value but also set via the Session State API"
+
+
 def test_preset_buttons_set_the_features(db):
     at = app("train")
     at.button(key="train_btn_biggest").click().run()

@@ -148,13 +148,14 @@ def settings_form(prefix: str, *, preset: str = "central", columns: int = 4, wor
 
 
 def _features(key: Callable[[str], str], prefix: str, preset: str, name: str, s: Setting) -> None:
-    # The preset is the widget's own default, not only a session-state value: a multiselect whose default
-    # is [] can show and send back [] when the browser draws it before the value arrives.
-    first = key(name) not in st.session_state
+    # The current list (the preset at first) is the widget's own default, not only a session-state value: a
+    # multiselect whose default is [] can show and send back [] when the browser draws it before the value
+    # arrives, or after it lost its widget states (see _widget).
+    current = st.session_state.get(key(name))
     st.multiselect(
         s.label,
         list(s.choices),
-        default=list(PRESETS[preset]) if first else None,
+        default=list(PRESETS[preset]) if current is None else [f for f in current if f in s.choices],
         key=key(name),
         help=s.help + " " + "; ".join(f"**{f}**: {FEATURE_NAMES[f]}" for f in s.choices) + ".",
     )
@@ -174,46 +175,44 @@ def _features(key: Callable[[str], str], prefix: str, preset: str, name: str, s:
 
 
 def _widget(cell, key: str, s: Setting, *, disabled: bool = False):
-    """The widget of one setting, made from its metadata."""
+    """The widget of one setting, made from its metadata.
+
+    Each widget's own default is the value it holds now. A browser that loses its widget states under quick
+    edits (streamlit/streamlit#9056) puts widgets back to their defaults and sends those; with a fixed default
+    that could be a number input's minimum (a server learning rate of 0) instead of what the form showed.
+    """
+    current = st.session_state.get(key)
     if s.kind in ("int", "float"):
-        kind = int if s.kind == "int" else float
-        extra = {"value": None, "placeholder": s.none} if s.none is not None and s.switch is None else {}
-        return _number_input(
-            cell,
-            s.label,
-            key=key,
-            min_value=kind(s.min),
-            max_value=kind(s.max),
-            step=kind(s.step or 1),
-            format=s.format,
-            help=s.help,
-            disabled=disabled,
-            **extra,
-        )
-    if s.kind == "choice" and s.widget == "radio":
-        return cell.radio(
-            s.label,
-            list(s.choices),
-            key=key,
-            horizontal=True,
-            help=s.form_help,
-            disabled=disabled,
-            format_func=lambda c: s.choice_labels.get(c, c),
-        )
+        return _number_input(cell, key, s, disabled=disabled)
     if s.kind == "choice":
+        options = list(s.choices)
+        index = options.index(current) if current in options else 0
+        if s.widget == "radio":
+            return cell.radio(
+                s.label,
+                options,
+                index=index,
+                key=key,
+                horizontal=True,
+                help=s.form_help,
+                disabled=disabled,
+                format_func=lambda c: s.choice_labels.get(c, c),
+            )
         return cell.selectbox(
             s.label,
-            list(s.choices),
+            options,
+            index=index,
             key=key,
             help=s.form_help,
             disabled=disabled,
             format_func=lambda c: f"{c} · {s.choice_labels[c]}" if c in s.choice_labels else c,
         )
     if s.kind == "bool":
-        return cell.checkbox(s.label, key=key, help=s.help, disabled=disabled)
+        return cell.checkbox(s.label, value=bool(current), key=key, help=s.help, disabled=disabled)
     placeholder = f"off: {s.none}" if s.kind == "list" and s.none else None
     return cell.text_input(
         s.label,
+        value="" if current is None else str(current),
         key=key,
         max_chars=None if s.kind == "list" else 80,
         help=s.help,
@@ -222,27 +221,39 @@ def _widget(cell, key: str, s: Setting, *, disabled: bool = False):
     )
 
 
-def _number_input(cell, label: str, *, key: str, min_value, max_value, **kwargs):
-    """cell.number_input that survives a session value outside its limits.
+def _number_input(cell, key: str, s: Setting, *, disabled: bool):
+    """The number input of one setting, which survives a session value outside its limits.
 
     The browser never sends one, but Streamlit raises on such a value at every rerun, which would leave the
     page broken for the rest of the session; the value is put back in range instead, with a message.
     """
+    kind = int if s.kind == "int" else float
+    low, high = kind(s.min), kind(s.max)
     value = st.session_state.get(key)
-    kind = type(min_value)  # int or float, as the widget's limits
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if value is not None and not (number and min_value <= value <= max_value and kind(value) == value):
-        if number:
-            st.session_state[key] = kind(min(max(value, min_value), max_value))
-        else:
-            del st.session_state[key]  # the widget starts again from its lowest value
-        fixed = st.session_state.get(key, min_value)
+    clearable = s.none is not None and s.switch is None  # empty means "none" (all clients, ...)
+    if value is not None and not (number and low <= value <= high and kind(value) == value):
+        st.session_state[key] = kind(min(max(value, low), high)) if number else (None if clearable else low)
         cell.error(
-            f"{label} must be between {min_value:,} and {max_value:,}, not {value!r}; it is now {fixed!r}. "
+            f"{s.label} must be between {low:,} and {high:,}, not {value!r}; it is now {st.session_state[key]!r}. "
             "Check it, then press Run.",
             icon=":material/error:",
         )
-    return cell.number_input(label, key=key, min_value=min_value, max_value=max_value, **kwargs)
+    value = st.session_state.get(key)
+    if value is None and not clearable:
+        value = low
+    return cell.number_input(
+        s.label,
+        value=value,
+        key=key,
+        min_value=low,
+        max_value=high,
+        step=kind(s.step or 1),
+        format=s.format,
+        help=s.help,
+        disabled=disabled,
+        placeholder=s.none if clearable else None,
+    )
 
 
 def _grid(columns: int, count: int):
@@ -268,7 +279,10 @@ def _what_if_settings(key: Callable[[str], str], fields: list[tuple[str, Setting
     for name, s in fields:
         if s.switch is not None and s.switch.key not in drawn:
             drawn.add(s.switch.key)
-            next(cells).checkbox(s.switch.label, key=key(s.switch.key), help=s.switch.help)
+            switch = key(s.switch.key)
+            next(cells).checkbox(
+                s.switch.label, value=bool(st.session_state.get(switch)), key=switch, help=s.switch.help
+            )
         on = s.switch is None or bool(st.session_state.get(key(s.switch.key)))
         _widget(next(cells), key(name), s, disabled=not on)
     if st.session_state.get(key("dp")):
