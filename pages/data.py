@@ -47,9 +47,11 @@ if presentation.presenting():  # the choices stay as they were set, out of sight
     st.caption(f"Grouping **{grouping}** · **{top_users}** users · N = **{n}**")
 else:
     left, middle, right = st.columns(3)
+    # Each widget's default is its current value, as in the settings form (fedlab/dashboard/settings.py).
     grouping = left.selectbox(
         "Category grouping",
         list(GROUPINGS),
+        index=list(GROUPINGS).index(st.session_state["data_grouping"]),
         key="data_grouping",
         format_func=lambda g: f"{g} · {settings.GROUPING_NAMES[g]}",
         help="Which classes the model predicts; the charts below use the same grouping.",
@@ -59,6 +61,7 @@ else:
         min_value=1,
         max_value=100_000,
         step=1,
+        value=st.session_state["data_top_users"],
         key="data_top_users",
         help="The K most active users, each one federated client.",
     )
@@ -67,6 +70,7 @@ else:
         min_value=2,
         max_value=500,
         step=1,
+        value=st.session_state["data_n"],
         key="data_n",
         help="Check-ins per training sequence (N-1 inputs, N-1 next-category targets).",
     )
