@@ -152,7 +152,6 @@ def test_each_setting_widget_defaults_to_the_value_it_shows(db):
     server = at.selectbox(key="train_server_optimizer")
     assert server.value == "adam" and server.proto.default == server.index
     assert list(at.multiselect(key="train_features").proto.default) == list(range(len(ALL_FEATURES)))
-    assert not at.warning  # no "default value but also set via the Session State API"
 
 
 def test_preset_buttons_set_the_features(db):
