@@ -58,7 +58,7 @@ browser:
 	      || echo "could not install chromium; the browser test will be skipped"; \
 	  else echo "chromium not found; the browser test will be skipped (apt-get install chromium)"; fi; }
 
-# TFF's worker runs about a third faster on jemalloc (fedlab/runtime.py preloads it when installed).
+# TFF's worker runs about a third faster on jemalloc (fedlab/learning/runtime.py preloads it when installed).
 jemalloc:
 	@ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null | grep -q . || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -67,12 +67,12 @@ jemalloc:
 	      || echo "could not install libjemalloc2; TFF's worker uses the system allocator (slower)"; \
 	  else echo "libjemalloc2 not found; TFF's worker uses the system allocator (apt-get install libjemalloc2 is faster)"; fi; }
 
-# Keeps TFF's worker on loopback and ties it to its parent (fedlab/native/worker_shim.c, docs/security.md).
+# Keeps TFF's worker on loopback and ties it to its parent (fedlab/learning/native/worker_shim.c, docs/security.md).
 # Without it a local federated run refuses to start (unless FEDLAB_ALLOW_OPEN_WORKER=1).
-SHIM := fedlab/native/libfedlab_worker.so
+SHIM := fedlab/learning/native/libfedlab_worker.so
 shim: $(SHIM)
 
-$(SHIM): fedlab/native/worker_shim.c
+$(SHIM): fedlab/learning/native/worker_shim.c
 	@command -v $(CC) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null 2>&1 \

@@ -87,7 +87,7 @@ def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=N
     """Median seconds of one FedAvg round's training (`learning.next` over every client) and of Keras training
     over the same batches; their ratio. The round's validation (federated evaluation on every client) is timed
     apart, as is the TFF worker's CPU during training. The first, warm-up round is left out."""
-    from fedlab.engine import experiment_factory
+    from fedlab.learning.engine import experiment_factory
 
     # Every client every round (no sampling, no dropout) and no early stop, so each round is the same work.
     config = config.replace(rounds=repeats + 1, patience=repeats + 1, clients_per_round=None, client_dropout=0.0)
@@ -117,7 +117,7 @@ def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=N
 
 
 def _allocator_name() -> str:
-    from fedlab.runtime import worker_allocator
+    from fedlab.learning.runtime import worker_allocator
 
     library = worker_allocator()
     return Path(library).name if library else "system"
@@ -144,8 +144,8 @@ def workers_scaling(config: ExperimentConfig, *, workers: str, repeats: int) -> 
     core, so this measures the overhead of splitting, not a speed-up (that needs several machines).
     Every setup trains the same seeded rounds; their metrics are compared with the local runtime's.
     """
-    from fedlab.engine import BuildCache
-    from fedlab.runtime import check_workers, local_workers
+    from fedlab.learning.engine import BuildCache
+    from fedlab.learning.runtime import check_workers, local_workers
 
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, not {repeats}")
@@ -186,7 +186,7 @@ def workers_scaling(config: ExperimentConfig, *, workers: str, repeats: int) -> 
 
 def _timed_rounds(config: ExperimentConfig, cache) -> tuple[list[float], np.ndarray, object]:
     """Round seconds (the first, warm-up round left out) and every round's metrics, for one setup."""
-    from fedlab.engine import experiment_factory
+    from fedlab.learning.engine import experiment_factory
 
     experiment = experiment_factory(cache)(config)
     try:
@@ -208,7 +208,7 @@ def _keras_same_work(experiment, *, repeats: int) -> list[float]:
     """Plain Keras over each client's batches in turn (same model, same batch boundaries)."""
     import tensorflow as tf
 
-    from fedlab.model import loss_fn, metrics_fn
+    from fedlab.learning.model import loss_fn, metrics_fn
 
     model = experiment.initial_model()
     model.compile(optimizer=tf.keras.optimizers.Adam(experiment.config.client_lr), loss=loss_fn(), metrics=metrics_fn())
@@ -259,8 +259,8 @@ def tree_rss_bytes(pid: int) -> int:
 
 def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
     """The study's experiment, both presets, start to finish, as a user of the CLI would run it."""
-    from fedlab.engine import BuildCache
-    from fedlab.training import run_to_completion
+    from fedlab.learning.engine import BuildCache
+    from fedlab.learning.training import run_to_completion
 
     cache = BuildCache()
     results = []
@@ -305,7 +305,7 @@ def end_to_end(*, data: str | None, runs: int = 1, rounds: int = 10) -> dict:
 def time_to_first_round(config: ExperimentConfig, *, repeats: int = 3) -> dict:
     """Seconds from Run (the experiment made) to its first finished round, `repeats` times each: cold (a new
     cache: data, model and TFF processes built in the run) and after `engine.prebuild` into the cache."""
-    from fedlab.engine import BuildCache, prebuild
+    from fedlab.learning.engine import BuildCache, prebuild
 
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, not {repeats}")
@@ -331,7 +331,7 @@ def time_to_first_round(config: ExperimentConfig, *, repeats: int = 3) -> dict:
 
 
 def _seconds_to_first_round(config: ExperimentConfig, cache) -> float:
-    from fedlab.engine import experiment_factory
+    from fedlab.learning.engine import experiment_factory
 
     started = time.perf_counter()
     experiment = experiment_factory(cache)(config)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings
 from fedlab.errors import ConfigError, FedlabError
 from fedlab.records import communication_totals
-from fedlab.settings_text import value_text
+from fedlab.results.settings_text import value_text
 
 if TYPE_CHECKING:
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
 
@@ -128,7 +128,7 @@ def experiment_config_from(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    from fedlab.pipeline import load_and_prepare
+    from fedlab.data.pipeline import load_and_prepare
 
     data = load_and_prepare(data_config_from(args))
     stats = dict(data.summary)
@@ -144,15 +144,15 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = experiment_config_from(args)  # checked before TensorFlow is imported, so errors come fast
     if config.mode == "federated":  # fail in seconds, before data or model
-        from fedlab.runtime import check_local_worker_allowed, check_workers
+        from fedlab.learning.runtime import check_local_worker_allowed, check_workers
 
         if config.workers:
             check_workers(config.workers)
         else:
             check_local_worker_allowed()
-    from fedlab.engine import experiment_factory
-    from fedlab.recording import record_run
-    from fedlab.tblog import BestEffortLog, named_log_dir
+    from fedlab.learning.engine import experiment_factory
+    from fedlab.runs.recording import record_run
+    from fedlab.runs.tblog import BestEffortLog, named_log_dir
 
     log_dir = named_log_dir(args.tensorboard_dir, config.name) if args.tensorboard_dir else None
     with _run_store(args) as store:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _run_store(args: argparse.Namespace) -> Iterator[RunStore]:
     """The shared run store, or with --no-store a throwaway one, so both paths train and print alike."""
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
 
     if not args.no_store:
         yield RunStore(_store_path(args))
@@ -199,13 +199,13 @@ def _run_store(args: argparse.Namespace) -> Iterator[RunStore]:
 
 
 def _store_path(args: argparse.Namespace) -> Path:
-    from fedlab.store import default_path
+    from fedlab.runs.store import default_path
 
     return Path(args.db).expanduser().resolve() if args.db else default_path()
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
 
     path = _store_path(args)
     # Listing must not create a store where there is none.
@@ -297,8 +297,8 @@ def _attack_line(attack: dict) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fedlab.demo import missing_demo_runs, run_demos
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
+    from fedlab.teaching.demo import missing_demo_runs, run_demos
 
     path = _store_path(args)
     store = RunStore(path)
@@ -370,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from fedlab import bench as bench_module
-    from fedlab.report import add_report_parser
+    from fedlab.results.report import add_report_parser
 
     bench_module.add_parser(sub)
     add_report_parser(sub)
-    from fedlab import workers as workers_module
+    from fedlab.learning import workers as workers_module
 
     workers_module.add_parser(sub)
-    from fedlab import lesson_prepare
+    from fedlab.teaching import lesson_prepare
 
     lesson_prepare.add_parser(sub)
     return parser

@@ -14,8 +14,28 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedlab.attacks import ATTACK_HELP, ATTACKS, parse_pair
 from fedlab.errors import ConfigError
+
+# The attacks a config may name; fedlab.data.attacks carries them out.
+ATTACKS = ("label-flip", "random-labels", "targeted")
+ATTACK_HELP = {
+    "label-flip": "Each malicious client maps every target to another category by one fixed permutation.",
+    "random-labels": "Each malicious client replaces its targets with categories drawn at random.",
+    "targeted": "Each malicious client relabels every target of class A as class B, so the shared model learns to "
+    "say B where the truth is A; set the classes as A:B.",
+}
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """ "A:B" -> ("A", "B"): the syntax only; the names are checked against the data by `resolve_pair`."""
+    a, sep, b = (text or "").partition(":")
+    a, b = a.strip(), b.strip()
+    if not sep or not a or not b:
+        raise ConfigError(f"the targeted attack needs its classes as A:B (e.g. Bar:Cafe), not {text!r}")
+    if a.lower() == b.lower():
+        raise ConfigError(f"the targeted attack needs two different classes, not {text!r}")
+    return a, b
+
 
 CYCLIC_TIME_FEATURES = (
     "clock_sin",

@@ -48,10 +48,10 @@ class TestReport:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
     class_names: list[str] = field(default_factory=list)
-    # After local fine-tuning (see fedlab.personalize): "epochs", "learning_rate", "accuracy", "top5_accuracy",
+    # After local fine-tuning (see fedlab.learning.personalize): "epochs", "learning_rate", "accuracy", "top5_accuracy",
     # "mrr", "loss", "examples" on the same targets; None when the run did not fine-tune.
     personalized: dict[str, float] | None = None
-    # Under attack (see fedlab.attacks.attack_summary): "kind", "malicious_clients", "honest_accuracy",
+    # Under attack (see fedlab.data.attacks.attack_summary): "kind", "malicious_clients", "honest_accuracy",
     # "honest_examples", and for the targeted attack "pair" [A, B] and "success"; None for a run without attack.
     attack: dict | None = None
 

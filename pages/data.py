@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from fedlab import charts
-from fedlab.categories import OTHER
 from fedlab.config import GROUPINGS, DataConfig
 from fedlab.dashboard import presentation, settings, sources, state
+from fedlab.data.categories import OTHER
+from fedlab.results import charts
 
 state.ensure_navigation()
 

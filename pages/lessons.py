@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from fedlab import lessons
 from fedlab.dashboard import lessons_view, presentation, state
+from fedlab.teaching import lessons
 
 state.ensure_navigation()
 

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from fedlab import charts
 from fedlab.dashboard import access, history, presentation, results, state
+from fedlab.results import charts
 
 state.ensure_navigation()
 

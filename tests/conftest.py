@@ -15,7 +15,7 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "foursquar
 
 @pytest.fixture(scope="session")
 def small_city():
-    from fedlab.synthetic import generate_city
+    from fedlab.data.synthetic import generate_city
 
     return generate_city(users=12, days=120, seed=1)
 
@@ -32,7 +32,7 @@ def real_sample_path() -> Path:
 def tiny_data(small_city):
     """Three clients of the small city, sequences of N=9 (with user habits): a federated round in a second."""
     from fedlab.config import DataConfig
-    from fedlab.pipeline import prepare
+    from fedlab.data.pipeline import prepare
 
     return prepare(small_city, DataConfig(top_users=3, n=9), habits=True)
 
@@ -40,6 +40,6 @@ def tiny_data(small_city):
 @pytest.fixture(scope="session")
 def build_cache():
     """One build cache for the whole session, so tests with the same model shape build TFF processes once."""
-    from fedlab.engine import BuildCache
+    from fedlab.learning.engine import BuildCache
 
     return BuildCache()

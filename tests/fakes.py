@@ -1,4 +1,4 @@
-"""A fake Experiment: the engine's protocol (fedlab.recording.Trainable), a few rounds in milliseconds, no TensorFlow.
+"""A fake Experiment: the engine's protocol (fedlab.runs.recording.Trainable), rounds in milliseconds, no TensorFlow.
 
 Pages pick it up through FEDLAB_EXPERIMENT=tests.fakes:FakeExperiment. Job manager tests make them with a
 FakeFactory, whose hooks let a test act at a given point and whose counters show overlap and cleanup.
@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not a pytest test class
+from fedlab.results.baselines import BASELINE_LABELS
 
 CLASSES = ("Food", "Home", "Work")
 CLIENTS = ("1", "2", "3", "4")  # the clients averaged each round

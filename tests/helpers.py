@@ -8,7 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from fedlab.runtime import worker_binary_path
+from fedlab.learning.runtime import worker_binary_path
 
 # A model small enough that a federated round on three clients takes about a second.
 TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=1, batch_size=8, client_lr=0.05, dropout=0.0)

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fedlab.config import PRESETS, ExperimentConfig
-from fedlab.store import RunStore
+from fedlab.runs.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
 

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from fedlab import federated
 from fedlab.config import SERVER_OPTIMIZERS, ExperimentConfig
-from fedlab.engine import Experiment
+from fedlab.learning import federated
+from fedlab.learning.engine import Experiment
 from tests.helpers import TINY
 
 ONE_ROUND = {**TINY, "rounds": 1}

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from fedlab import attack_view
 from fedlab.config import ExperimentConfig
-from fedlab.lessons import lesson_by_key
-from fedlab.metrics_table import CLEAN_HONEST_ROW, DEFENCE_ROW, HONEST_ROW
-from fedlab.store import RunStore
+from fedlab.results import attack_view
+from fedlab.results.metrics_table import CLEAN_HONEST_ROW, DEFENCE_ROW, HONEST_ROW
+from fedlab.runs.store import RunStore
+from fedlab.teaching.lessons import lesson_by_key
 from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import app, chart_specs, db, texts, values, wait_for_runs  # noqa: F401

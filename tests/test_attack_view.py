@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedlab import attack_view, charts, lesson_notes
-from fedlab.attack_view import ALL, HONEST, SUCCESS
 from fedlab.config import ExperimentConfig
-from fedlab.explain import round_explanation
-from fedlab.lesson_notes import RunNumbers
-from fedlab.lessons import lesson_by_key, lesson_numbers, what_to_notice
-from fedlab.metrics_table import (
+from fedlab.records import RoundRecord
+from fedlab.records import TestReport as Report  # not a pytest test class
+from fedlab.results import attack_view, charts
+from fedlab.results.attack_view import ALL, HONEST, SUCCESS
+from fedlab.results.explain import round_explanation
+from fedlab.results.metrics_table import (
     CLEAN_HONEST_ROW,
     CLEAN_ROW,
     CLEAN_SUCCESS_ROW,
@@ -29,10 +29,11 @@ from fedlab.metrics_table import (
     SUCCESS_ROW,
     metrics_table,
 )
-from fedlab.records import RoundRecord
-from fedlab.records import TestReport as Report  # not a pytest test class
-from fedlab.report import store_report_html
-from fedlab.store import RunStore
+from fedlab.results.report import store_report_html
+from fedlab.runs.store import RunStore
+from fedlab.teaching import lesson_notes
+from fedlab.teaching.lesson_notes import RunNumbers
+from fedlab.teaching.lessons import lesson_by_key, lesson_numbers, what_to_notice
 
 CLASSES = ["Bar", "Cafe", "Home"]
 BASE = ExperimentConfig(rounds=3, gru_units=8, seed=3)
@@ -208,7 +209,7 @@ def section(page: str, anchor: str) -> str:
 
 
 def test_tensorboard_logs_clipped_and_zeroed_from_the_round_a_defence_first_acts(tmp_path: Path):
-    from fedlab.tblog import TensorBoardLog
+    from fedlab.runs.tblog import TensorBoardLog
     from tests.test_tblog import make_round, read_scalars
 
     counts = ((0, 0), (3, 1), (2, 0))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedlab import attacks
-from fedlab.attacks import Attack
 from fedlab.config import ExperimentConfig
+from fedlab.data import attacks
+from fedlab.data.attacks import Attack
 from fedlab.errors import ConfigError
 from tests.test_cli import fedlab
 

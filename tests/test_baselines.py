@@ -1,11 +1,11 @@
-"""fedlab.baselines on hand-built histories whose answers are worked out in each test."""
+"""fedlab.results.baselines on hand-built histories whose answers are worked out in each test."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fedlab.baselines import (
+from fedlab.results.baselines import (
     BASELINE_LABELS,
     compute_baselines,
     fit_modes,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedlab import categories
-from fedlab.categories import GROUPINGS, OTHER, group_categories, group_names, load_table
+from fedlab.data import categories
+from fedlab.data.categories import GROUPINGS, OTHER, group_categories, group_names, load_table
 from fedlab.errors import ConfigError
 
 REAL_NYC = Path(__file__).resolve().parents[2] / "shared/data/foursquare/dataset_TSMC2014_NYC_subset_reconstructed.txt"

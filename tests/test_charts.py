@@ -1,4 +1,4 @@
-"""fedlab.charts: the figures hold the traces, axis titles (with units) and colours they promise."""
+"""fedlab.results.charts: the figures hold the traces, axis titles (with units) and colours they promise."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from fedlab import charts, explore, fairness
-from fedlab.baselines import BASELINE_LABELS
+from fedlab.data import explore
+from fedlab.results import charts, fairness
+from fedlab.results.baselines import BASELINE_LABELS
 
 
 def rounds(n: int, scale: float = 1.0) -> pd.DataFrame:
@@ -162,7 +163,7 @@ def test_per_client_accuracy_counts_only_clients_with_targets():
 
 @pytest.fixture
 def city() -> pd.DataFrame:
-    from fedlab.synthetic import generate_city
+    from fedlab.data.synthetic import generate_city
 
     return generate_city(users=25, days=40, seed=1)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fedlab import demo
 from fedlab.cli import main
 from fedlab.errors import DataError
-from fedlab.store import PROJECT_DB_PATH, RunStore, default_path
+from fedlab.runs.store import PROJECT_DB_PATH, RunStore, default_path
+from fedlab.teaching import demo
 from tests.fakes import FakeExperiment
 from tests.helpers import assert_clean, tagged_workers
 from tests.pages_support import app, db  # noqa: F401 (db: a fixture)
@@ -223,9 +223,9 @@ def test_interrupted_or_killed_run_leaves_no_worker(signum, status, db):
 
 @pytest.fixture
 def fake_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    import fedlab.engine
+    import fedlab.learning.engine
 
-    monkeypatch.setattr(fedlab.engine, "experiment_factory", lambda cache=None: FakeExperiment)
+    monkeypatch.setattr(fedlab.learning.engine, "experiment_factory", lambda cache=None: FakeExperiment)
     store = tmp_path / "store" / "fedlab.db"
     monkeypatch.setenv("FEDLAB_DB", str(store))
     return store

@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedlab import charts
 from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE, ExperimentConfig
 from fedlab.errors import ConfigError
-from fedlab.metrics_table import SAVED_ROW, SENT_ROW, metrics_table
 from fedlab.records import RoundRecord, communication_totals
-from fedlab.store import SCHEMA_VERSION, RunStore
+from fedlab.results import charts
+from fedlab.results.metrics_table import SAVED_ROW, SENT_ROW, metrics_table
+from fedlab.runs.store import SCHEMA_VERSION, RunStore
 from tests.pages_support import app, db  # noqa: F401
 from tests.test_cli import fedlab
 
@@ -96,7 +96,7 @@ def test_the_metrics_table_shows_megabytes_and_what_compression_saved():
 
 
 def test_tensorboard_logs_megabytes_of_federated_rounds(tmp_path: Path):
-    from fedlab.tblog import TensorBoardLog
+    from fedlab.runs.tblog import TensorBoardLog
     from tests.test_tblog import read_scalars
 
     with TensorBoardLog(tmp_path / "run") as log:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedlab import federated
 from fedlab.config import PRESETS, DataConfig, ExperimentConfig
-from fedlab.engine import Experiment
+from fedlab.learning import federated
+from fedlab.learning.engine import Experiment
 from fedlab.records import RoundRecord
-from fedlab.store import RunStore
+from fedlab.runs.store import RunStore
 from tests.helpers import TINY
 
 
@@ -34,7 +34,7 @@ def first_round(**changes) -> RoundRecord:
 @pytest.fixture(scope="module")
 def twelve_clients(small_city):
     """Every user of the small city as a client, N=5: enough for a small model to learn something in 4 rounds."""
-    from fedlab.pipeline import prepare
+    from fedlab.data.pipeline import prepare
 
     return prepare(small_city, DataConfig(top_users=12, n=5), habits=False)
 
@@ -81,7 +81,7 @@ def test_the_robust_defence_trains_and_counts_within_the_clients(tiny_data, buil
 def test_zeroing_drops_an_update_scaled_far_out():
     import tensorflow_federated as tff
 
-    from fedlab.runtime import Runtime
+    from fedlab.learning.runtime import Runtime
 
     factory = federated.defense_aggregator("zeroing", clip_norm=None)
     process = factory.create(tff.types.TensorType(np.float32, [3]), tff.types.TensorType(np.float32))
@@ -108,7 +108,7 @@ def test_the_store_keeps_each_rounds_defence_counts(tmp_path):
 def test_a_store_from_before_defences_opens_with_no_update_clipped(tmp_path):
     import sqlite3
 
-    from fedlab.store import SCHEMA_VERSION
+    from fedlab.runs.store import SCHEMA_VERSION
 
     path = tmp_path / "runs.db"
     store = RunStore(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fedlab.config import PRESETS, ExperimentConfig
-from fedlab.demo import DEMO_DATA, demo_runs, missing_demo_runs, run_demos
-from fedlab.store import RunStore, default_name
+from fedlab.runs.store import RunStore, default_name
+from fedlab.teaching.demo import DEMO_DATA, demo_runs, missing_demo_runs, run_demos
 from tests.fakes import FakeExperiment
 
 NAMES = ["Demo · central", "Demo · biggest"]
@@ -53,7 +53,7 @@ def test_demo_configs_survive_the_store(store: RunStore):
 
 
 def test_demo_data_gives_every_client_training_and_validation_sequences():
-    from fedlab.pipeline import load_and_prepare
+    from fedlab.data.pipeline import load_and_prepare
 
     data = load_and_prepare(DEMO_DATA)
     assert len(data.client_ids) == DEMO_DATA.top_users

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fedlab.config import PRESETS, ExperimentConfig
-from fedlab.engine import Experiment
-from fedlab.runtime import running_worker_pids
-from fedlab.stopping import early_stopping
+from fedlab.learning.engine import Experiment
+from fedlab.learning.runtime import running_worker_pids
+from fedlab.learning.stopping import early_stopping
 
 TINY = dict(gru_units=8, embedding_dim=4, rounds=2, epochs=2, batch_size=8, client_lr=0.05, dropout=0.0)
 
@@ -74,8 +74,8 @@ def test_habits_preset_trains_federated(tiny_data, build_cache):
 
 def test_habits_need_data_prepared_with_them(small_city, build_cache):
     from fedlab.config import DataConfig
+    from fedlab.data.pipeline import prepare
     from fedlab.errors import ConfigError
-    from fedlab.pipeline import prepare
 
     data = prepare(small_city, DataConfig(top_users=3, n=9))
     experiment = Experiment(
@@ -105,7 +105,7 @@ def test_client_sampling_takes_the_asked_number(tiny_data, build_cache):
 
 def test_early_stopping_keeps_the_best_round(tiny_data):
     """The loop itself, without TFF: validation losses 1.0, 0.5, 0.6, 0.7, 0.8 with patience 2."""
-    from fedlab.engine import RoundTiming, _Step
+    from fedlab.learning.engine import RoundTiming, _Step
 
     experiment = Experiment(
         ExperimentConfig(data=tiny_data.config, mode="centralized", rounds=5, patience=2), data=tiny_data
@@ -152,8 +152,8 @@ def test_early_stopping_decision(losses, patience, best, stop):
 
 def test_federated_weights_cross_the_boundary_in_keras_order(tiny_data):
     # The habits preset has a frozen one-hot layer between trainable ones, so TFF's order differs from Keras'.
-    from fedlab.federated import WeightLayout
-    from fedlab.model import ModelSpec, build_model
+    from fedlab.learning.federated import WeightLayout
+    from fedlab.learning.model import ModelSpec, build_model
 
     spec = ModelSpec.from_data(ExperimentConfig(data=tiny_data.config, features=PRESETS["habits"], **TINY), tiny_data)
     model = build_model(spec)
@@ -169,8 +169,8 @@ def test_federated_weights_cross_the_boundary_in_keras_order(tiny_data):
 
 @pytest.mark.tff
 def test_the_factory_shares_one_cache_and_prebuild_fills_it(tiny_data, monkeypatch):
-    from fedlab import pipeline
-    from fedlab.engine import BuildCache, experiment_factory, prebuild
+    from fedlab.data import pipeline
+    from fedlab.learning.engine import BuildCache, experiment_factory, prebuild
 
     loads = []
     monkeypatch.setattr(pipeline, "load_and_prepare", lambda config, **kw: loads.append(config) or tiny_data)
@@ -188,8 +188,8 @@ def test_the_factory_shares_one_cache_and_prebuild_fills_it(tiny_data, monkeypat
 
 
 def test_the_cache_keys_prepared_data_on_the_seed_only_for_iid_clients(tiny_data, monkeypatch):
-    from fedlab import pipeline
-    from fedlab.engine import BuildCache
+    from fedlab.data import pipeline
+    from fedlab.learning.engine import BuildCache
 
     seeds = []
     monkeypatch.setattr(pipeline, "load_and_prepare", lambda config, *, habits, seed: seeds.append(seed) or tiny_data)
@@ -202,8 +202,8 @@ def test_the_cache_keys_prepared_data_on_the_seed_only_for_iid_clients(tiny_data
 
 
 def test_client_datasets_skip_tf_data_rewrites_and_autotuning(tiny_data):
-    from fedlab.federated import client_dataset
-    from fedlab.model import ModelSpec
+    from fedlab.learning.federated import client_dataset
+    from fedlab.learning.model import ModelSpec
 
     spec = ModelSpec.from_data(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data)
     inputs, targets = tiny_data.train.client(0)

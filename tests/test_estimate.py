@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from fedlab.config import ExperimentConfig
-from fedlab.estimate import DEFAULT_CLIENT_SECONDS, duration_text, estimate_duration
+from fedlab.runs.estimate import DEFAULT_CLIENT_SECONDS, duration_text, estimate_duration
 
 
 def rounds(seconds, clients):

@@ -1,4 +1,4 @@
-"""fedlab.explain: the account of one round names the round's own figures and the run's settings."""
+"""fedlab.results.explain: the account of one round names the round's own figures and the run's settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from fedlab.config import ExperimentConfig
-from fedlab.explain import round_explanation, sampled_clients
+from fedlab.results.explain import round_explanation, sampled_clients
 
 
 def latest(**changes) -> pd.Series:

@@ -1,4 +1,4 @@
-"""fedlab.explore on tiny hand-built check-in frames, where every expected number can be counted by eye."""
+"""fedlab.data.explore on tiny hand-built check-in frames, where every expected number can be counted by eye."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedlab import explore
-from fedlab.categories import OTHER
+from fedlab.data import explore
+from fedlab.data.categories import OTHER
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -113,7 +113,7 @@ def test_map_sample_adds_groups_when_asked(checkins):
 
 
 def test_summaries_of_the_synthetic_city_are_consistent():
-    from fedlab.synthetic import generate_city
+    from fedlab.data.synthetic import generate_city
 
     city = generate_city(users=30, days=60, seed=3)
     assert explore.checkins_per_user(city).sum() == len(city)

@@ -1,10 +1,10 @@
-"""fedlab.fairness: per-client tables, best and worst served clients, and the data-size correlation."""
+"""fedlab.results.fairness: per-client tables, best and worst served clients, and the data-size correlation."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from fedlab.fairness import (
+from fedlab.results.fairness import (
     FAIRNESS_CLIENTS,
     accuracy_checkins_correlation,
     best_and_worst,

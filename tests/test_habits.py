@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from fedlab.config import DataConfig
-from fedlab.features import user_habits
-from fedlab.pipeline import prepare
+from fedlab.data.features import user_habits
+from fedlab.data.pipeline import prepare
 
 BEFORE_TEST = np.array([True, True, True, True, False, False])
 
@@ -80,7 +80,7 @@ def test_prepared_sequences_carry_habits_only_when_asked():
 def test_a_model_with_habits_saves_and_reloads(tmp_path):
     import tensorflow as tf
 
-    from fedlab.model import ModelSpec, build_model
+    from fedlab.learning.model import ModelSpec, build_model
 
     spec = ModelSpec(
         features=("cat_id", "user_habits"),

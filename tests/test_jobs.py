@@ -12,8 +12,8 @@ import pytest
 
 from fedlab.config import ExperimentConfig
 from fedlab.errors import DataError, FedlabError
-from fedlab.jobs import JobManager
-from fedlab.store import RunStore
+from fedlab.runs.jobs import JobManager
+from fedlab.runs.store import RunStore
 from tests.fakes import FakeExperiment, FakeFactory
 
 # A crash inside the worker thread must fail the test, not just warn.
@@ -228,7 +228,7 @@ def test_unexpected_error_fails_the_run_is_logged_and_the_next_job_runs(
             raise RuntimeError("boom")
 
     factory.before_round = explode_in_first_run
-    with caplog.at_level(logging.ERROR, logger="fedlab.jobs"):
+    with caplog.at_level(logging.ERROR, logger="fedlab.runs.jobs"):
         broken = manager.submit(config())
         healthy = manager.submit(config())
         assert manager.wait_idle(WAIT)
@@ -330,7 +330,7 @@ def test_unwritable_tensorboard_dir_keeps_the_run_and_notes_why(
     pytest.importorskip("tensorflow")
     jobs = JobManager(store, experiment_factory=factory, tensorboard_dir=blocker)
     try:
-        with caplog.at_level(logging.WARNING, logger="fedlab.tblog"):
+        with caplog.at_level(logging.WARNING, logger="fedlab.runs.tblog"):
             run_id = jobs.submit(config(rounds=3))
             assert jobs.wait_idle(WAIT)
     finally:
@@ -393,7 +393,7 @@ def test_a_pair_that_does_not_fit_is_refused_whole(limited: JobManager, factory:
 
 def test_queue_limit_from_env(monkeypatch: pytest.MonkeyPatch):
     from fedlab.errors import ConfigError
-    from fedlab.jobs import queue_limit_from_env
+    from fedlab.runs.jobs import queue_limit_from_env
 
     monkeypatch.delenv("FEDLAB_MAX_QUEUED_PER_SESSION", raising=False)
     assert queue_limit_from_env() == 3
@@ -409,7 +409,7 @@ def test_queue_limit_from_env(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_record_run_marks_a_ctrl_c_interrupted_keeping_its_rounds(store: RunStore, factory: FakeFactory):
-    from fedlab.recording import record_run
+    from fedlab.runs.recording import record_run
 
     def ctrl_c_in_round_three(experiment: FakeExperiment, number: int) -> None:
         if number == 3:
@@ -427,7 +427,7 @@ def test_record_run_marks_a_ctrl_c_interrupted_keeping_its_rounds(store: RunStor
 
 
 def test_record_run_fails_the_run_with_the_error_and_raises_it(store: RunStore, factory: FakeFactory):
-    from fedlab.recording import record_run
+    from fedlab.runs.recording import record_run
 
     factory.prepare_error = DataError("no check-ins left")
     run_id = store.create_run(config())

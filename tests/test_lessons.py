@@ -8,13 +8,21 @@ import dataclasses
 
 import pytest
 
-from fedlab import lesson_notes as notes
 from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE
-from fedlab.lesson_notes import RunNumbers
-from fedlab.lesson_prepare import describe, prepare
-from fedlab.lessons import BASE, all_configs, lesson_by_key, lesson_numbers, lesson_state, lessons, what_to_notice
-from fedlab.privacy import dp_epsilon
-from fedlab.store import RunStore
+from fedlab.results.privacy import dp_epsilon
+from fedlab.runs.store import RunStore
+from fedlab.teaching import lesson_notes as notes
+from fedlab.teaching.lesson_notes import RunNumbers
+from fedlab.teaching.lesson_prepare import describe, prepare
+from fedlab.teaching.lessons import (
+    BASE,
+    all_configs,
+    lesson_by_key,
+    lesson_numbers,
+    lesson_state,
+    lessons,
+    what_to_notice,
+)
 from tests import fakes
 
 

@@ -4,8 +4,8 @@ stored runs, and writes the "what to notice" box from the runs' own numbers.
 
 from __future__ import annotations
 
-from fedlab.lessons import lesson_by_key, lessons
-from fedlab.store import RunStore
+from fedlab.runs.store import RunStore
+from fedlab.teaching.lessons import lesson_by_key, lessons
 from tests.helpers import assert_clean
 from tests.pages_support import app, db, texts, wait_for_runs  # noqa: F401
 from tests.test_lessons import finished

@@ -1,4 +1,4 @@
-"""fedlab.loader: formats, compression, encodings, errors with line/column, skipping, duplicates."""
+"""fedlab.data.loader: formats, compression, encodings, errors with line/column, skipping, duplicates."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedlab.data.loader import COLUMNS, CSV_HEADER, LoadResult, format_utc, load_checkins, parse_utc
+from fedlab.data.synthetic import write_raw
 from fedlab.errors import DataError
-from fedlab.loader import COLUMNS, CSV_HEADER, LoadResult, format_utc, load_checkins, parse_utc
-from fedlab.synthetic import write_raw
 from tests.helpers import compressed
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/foursquare"

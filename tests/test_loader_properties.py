@@ -1,4 +1,4 @@
-"""Property-based tests of fedlab.loader (hypothesis), beyond the two in test_loader.py.
+"""Property-based tests of fedlab.data.loader (hypothesis), beyond the two in test_loader.py.
 
 test_loader.py already has: random rows written as a raw file round-trip, and random byte-level
 corruptions of five small files give a DataError or a valid frame. Here:
@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from fedlab.data.loader import COLUMNS, CSV_HEADER, format_utc, load_checkins, parse_utc
 from fedlab.errors import DataError
-from fedlab.loader import COLUMNS, CSV_HEADER, format_utc, load_checkins, parse_utc
 from tests.helpers import compressed
 
 DTYPES = {

@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 from fedlab.config import ExperimentConfig
-from fedlab.engine import BuildCache, experiment_factory
+from fedlab.learning.engine import BuildCache, experiment_factory
 
 RUNS = 7  # the first two warm up (TensorFlow's and TFF's one-off caches); the trend is fitted over the rest
 MAX_GROWTH_MB_PER_RUN = 2.0

@@ -1,4 +1,4 @@
-"""fedlab.metrics on tiny hand-built arrays whose answers are worked out in each test."""
+"""fedlab.results.metrics on tiny hand-built arrays whose answers are worked out in each test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fedlab.metrics import (
+from fedlab.results.metrics import (
     build_test_report,
     confusion_matrix,
     mean_cross_entropy,

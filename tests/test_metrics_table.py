@@ -4,9 +4,9 @@ import math
 
 import pandas as pd
 
-from fedlab.baselines import BASELINE_LABELS
-from fedlab.metrics_table import GAIN_ROW, metrics_table
 from fedlab.records import PERSONALIZED_ROW
+from fedlab.results.baselines import BASELINE_LABELS
+from fedlab.results.metrics_table import GAIN_ROW, metrics_table
 
 TEST = {"accuracy": 0.40, "top5_accuracy": 0.9, "mrr": 0.5678, "loss": 1.7, "examples": 1200}
 BASELINES = {key: 0.1 for key in BASELINE_LABELS} | {"user_markov": 0.372}

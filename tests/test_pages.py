@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from fedlab.config import ALL_FEATURES, PRESETS, ExperimentConfig
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not a pytest test class
-from fedlab.store import RunStore
+from fedlab.runs.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import (  # noqa: F401
@@ -45,8 +45,8 @@ def test_home_explains_fedavg_and_says_the_data_is_synthetic(db):
 
 
 def test_data_page_shows_metrics_for_the_synthetic_city(db):
-    from fedlab import explore
-    from fedlab.synthetic import generate_city
+    from fedlab.data import explore
+    from fedlab.data.synthetic import generate_city
 
     expected = explore.overview(generate_city())
     at = app("data")
@@ -86,7 +86,7 @@ def test_data_page_reports_an_impossible_n_as_a_message(db):
 
 
 def test_a_file_path_can_be_chosen_in_the_sidebar(db, tmp_path):
-    from fedlab.synthetic import generate_city, write_raw
+    from fedlab.data.synthetic import generate_city, write_raw
 
     city = generate_city(users=12, days=365, seed=5)
     path = tmp_path / "small_city.txt"
@@ -411,7 +411,7 @@ def test_pages_do_not_import_tensorflow():
     code = (
         "import sys; from fedlab.dashboard import access, comparison, history, presentation, results, settings, "
         "sources, state; "
-        "import fedlab.charts, fedlab.explore, fedlab.explain, fedlab.fairness; "
+        "import fedlab.results.charts, fedlab.data.explore, fedlab.results.explain, fedlab.results.fairness; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -11,8 +11,8 @@ import types
 import pytest
 
 from fedlab.config import ALL_FEATURES, ExperimentConfig
-from fedlab.privacy import dp_epsilon
-from fedlab.store import RunStore
+from fedlab.results.privacy import dp_epsilon
+from fedlab.runs.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import app, chart_specs, db, store_run, texts, wait_for_round, wait_for_runs  # noqa: F401
@@ -218,16 +218,16 @@ def test_the_comparison_report_holds_both_runs(db):
 
 @pytest.fixture
 def demo(monkeypatch):
-    """A stand-in for fedlab.demo with the agreed interface, and demo runs switched on."""
+    """A stand-in for fedlab.teaching.demo with the agreed interface, and demo runs switched on."""
 
     def missing_demo_runs(store: RunStore):
         done = {run.name for run in store.list_runs(statuses=("finished",))}
         return [(name, config) for name, config in DEMOS if name not in done]
 
-    module = types.ModuleType("fedlab.demo")
+    module = types.ModuleType("fedlab.teaching.demo")
     module.demo_runs = lambda: list(DEMOS)
     module.missing_demo_runs = missing_demo_runs
-    monkeypatch.setitem(sys.modules, "fedlab.demo", module)
+    monkeypatch.setitem(sys.modules, "fedlab.teaching.demo", module)
     monkeypatch.setenv("FEDLAB_DEMO_RUNS", "1")
     monkeypatch.setattr(fakes, "ROUND_SECONDS", 0.2)  # still training when the home page first draws
     return module
@@ -270,7 +270,7 @@ def test_config_from_settings_sends_dp_values_only_when_dp_is_on():
 
 def test_budget_text_states_epsilon_delta_rounds_and_clients():
     from fedlab.dashboard.settings import budget_text
-    from fedlab.privacy import PrivacyBudget
+    from fedlab.results.privacy import PrivacyBudget
 
     text = budget_text(PrivacyBudget(3.14159, 1e-5), rounds=20, clients_per_round=500, total_clients=100)
     assert "all 20 rounds" in text and "ε = 3.14 at δ = 1.0e-05" in text and "100 of 100 clients" in text

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedlab.config import ExperimentConfig
+from fedlab.data.pipeline import SplitArrays
 from fedlab.errors import ConfigError
-from fedlab.pipeline import SplitArrays
 
 STEPS, CLASSES = 4, 3
 
@@ -37,7 +37,7 @@ def _shared_model():
     """A model that has learnt nothing yet about either client, with fixed initial weights."""
     import tensorflow as tf
 
-    from fedlab.model import ModelSpec, build_model
+    from fedlab.learning.model import ModelSpec, build_model
 
     tf.keras.utils.set_random_seed(0)
     spec = ModelSpec(
@@ -54,7 +54,7 @@ def _shared_model():
 
 
 def test_each_client_moves_towards_its_own_history(data):
-    from fedlab.personalize import personalized_probs
+    from fedlab.learning.personalize import personalized_probs
 
     model = _shared_model()
     shared = model.predict_on_batch({"cat_id": data.test.inputs["cat_id"]}).argmax(-1)
@@ -68,7 +68,7 @@ def test_each_client_moves_towards_its_own_history(data):
 
 
 def test_fine_tuning_leaves_the_shared_model_as_it_was(data):
-    from fedlab.personalize import personalized_probs
+    from fedlab.learning.personalize import personalized_probs
 
     model = _shared_model()
     before = [w.copy() for w in model.get_weights()]

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedlab import sequences
 from fedlab.config import DataConfig
+from fedlab.data import sequences
+from fedlab.data.features import local_time, time_features
+from fedlab.data.pipeline import load_and_prepare, prepare, select_clients
 from fedlab.errors import DataError
-from fedlab.features import local_time, time_features
-from fedlab.pipeline import load_and_prepare, prepare, select_clients
 
 
 def _frame(user_counts: dict[str, int], categories=("Bar", "Office", "Park")) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fedlab.privacy import PrivacyBudget, default_delta, dp_epsilon, sampling_rate
+from fedlab.results.privacy import PrivacyBudget, default_delta, dp_epsilon, sampling_rate
 
 pytest.importorskip("dp_accounting")
 

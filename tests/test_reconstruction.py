@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from fedlab.config import PRESETS, ExperimentConfig
-from fedlab.engine import Experiment
 from fedlab.errors import ConfigError
-from fedlab.model import ModelSpec, build_model, user_layer_names
+from fedlab.learning.engine import Experiment
+from fedlab.learning.model import ModelSpec, build_model, user_layer_names
 from tests.helpers import TINY
 from tests.pages_support import app, db  # noqa: F401
 from tests.test_cli import fedlab
@@ -76,8 +76,8 @@ def test_reconstruction_trains_under_dp_with_compressed_updates(tiny_data, build
 
 @pytest.mark.tff
 def test_the_servers_state_holds_the_global_layers_only(tiny_data, build_cache):
-    from fedlab import federated
-    from fedlab.runtime import Runtime
+    from fedlab.learning import federated
+    from fedlab.learning.runtime import Runtime
 
     config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY)
     spec = ModelSpec.from_data(config, tiny_data)
@@ -100,7 +100,7 @@ def test_the_servers_state_holds_the_global_layers_only(tiny_data, build_cache):
 
 
 def test_validation_reconstructs_on_the_training_batches_and_scores_the_validation_batches():
-    from fedlab.federated import reconstruction_eval_dataset, split_reconstruction_data
+    from fedlab.learning.federated import reconstruction_eval_dataset, split_reconstruction_data
 
     def batches(targets):
         return tf.data.Dataset.from_tensor_slices(({"x": np.zeros((len(targets), 2))}, np.array(targets))).batch(2)
@@ -143,7 +143,7 @@ def test_the_cli_refuses_reconstruction_with_the_central_features_with_exit_stat
 
 
 def test_the_explain_panel_says_what_stays_on_the_clients():
-    from fedlab.explain import round_explanation
+    from fedlab.results.explain import round_explanation
 
     text = round_explanation(ExperimentConfig(features=HABITS, reconstruction=True), None, total_clients=10)
     assert "**The user part stayed local**" in text and "never left the clients" in text

@@ -38,10 +38,10 @@ from streamlit.testing.v1 import AppTest
 
 from fedlab import cli
 from fedlab.config import ExperimentConfig
-from fedlab.jobs import JobManager
-from fedlab.loader import CSV_HEADER, format_utc
-from fedlab.store import RunStore
-from fedlab.synthetic import generate_city, write_raw
+from fedlab.data.loader import CSV_HEADER, format_utc
+from fedlab.data.synthetic import generate_city, write_raw
+from fedlab.runs.jobs import JobManager
+from fedlab.runs.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
 
@@ -397,7 +397,7 @@ def shutdown_app(path: Path) -> None:
 @pytest.fixture
 def preparing(monkeypatch):
     """The fake loads and prepares its data as the engine does, so data problems fail the run as they would."""
-    from fedlab.pipeline import load_and_prepare
+    from fedlab.data.pipeline import load_and_prepare
 
     def prepare(self):
         self.data = load_and_prepare(self.config.data)
@@ -679,7 +679,7 @@ def million_row_file(path: Path, rows: int = 1_000_000, users: int = 1_000) -> i
 
 _MEASURED_LOAD = textwrap.dedent("""
     import json, sys, time
-    from fedlab.loader import load_checkins
+    from fedlab.data.loader import load_checkins
 
     def high_water():  # this process's peak RSS; unlike ru_maxrss it does not inherit the parent's peak
         line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -837,7 +837,7 @@ _APP_PROCESS = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, sys.argv[1])
     from streamlit.testing.v1 import AppTest
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
     from tests import fakes
 
     fakes.ROUND_SECONDS = 0.15
@@ -963,9 +963,9 @@ def real_runs() -> dict:
     One user (one client) and a batch size of 4096, larger than the client's 10 training sequences:
     FedAvg allows it (the client trains on one partial batch), so these also cover those two cases.
     """
-    from fedlab.engine import BuildCache, Experiment
-    from fedlab.pipeline import prepare
-    from fedlab.runtime import running_worker_pids
+    from fedlab.data.pipeline import prepare
+    from fedlab.learning.engine import BuildCache, Experiment
+    from fedlab.learning.runtime import running_worker_pids
 
     data = prepare(generate_city(users=12, days=120, seed=1), _tiny_data_config())
     cache = BuildCache()

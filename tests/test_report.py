@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from fedlab.baselines import BASELINE_LABELS
 from fedlab.config import ExperimentConfig
 from fedlab.errors import FedlabError
-from fedlab.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not collected by pytest as a test class
-from fedlab.report import add_report_parser, run_report_html, write_report
-from fedlab.store import RunStore
+from fedlab.results.baselines import BASELINE_LABELS
+from fedlab.results.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table
+from fedlab.results.report import add_report_parser, run_report_html, write_report
+from fedlab.runs.store import RunStore
 
 FIGURE_DIV = re.compile(r'<div id="[^"]+" class="plotly-graph-div"')
 PLOTLY_BUNDLE = re.compile(r"plotly\.js v\d+\.\d+\.\d+")
@@ -230,7 +230,7 @@ def test_privacy_section_only_when_dp_was_on(single_page: str):
 
 
 def test_privacy_section_shows_epsilon_and_delta(dp_page: str):
-    from fedlab.privacy import dp_epsilon
+    from fedlab.results.privacy import dp_epsilon
 
     privacy = section(dp_page, "privacy")
     budget = dp_epsilon(noise_multiplier=1.0, clients_per_round=6, total_clients=12, rounds=3)

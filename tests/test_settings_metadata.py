@@ -9,9 +9,9 @@ import pytest
 
 from fedlab import cli
 from fedlab.config import PRESETS, ExperimentConfig, settings
-from fedlab.report import run_report_html
-from fedlab.settings_text import value_text
-from fedlab.store import RunStore
+from fedlab.results.report import run_report_html
+from fedlab.results.settings_text import value_text
+from fedlab.runs.store import RunStore
 from tests.helpers import assert_clean
 from tests.pages_support import app, db  # noqa: F401
 

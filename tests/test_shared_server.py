@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from fedlab import access
 from fedlab.dashboard import history
-from fedlab.store import RunStore
+from fedlab.runs import access
+from fedlab.runs.store import RunStore
 from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import WAIT, app, button_keys, db, store_run, texts, wait_for_round  # noqa: F401

@@ -7,8 +7,8 @@ import pytest
 
 from fedlab.bench import round_vs_keras
 from fedlab.config import ExperimentConfig
-from fedlab.engine import Experiment
-from fedlab.runtime import Runtime, running_worker_pids, worker_allocator, worker_environment
+from fedlab.learning.engine import Experiment
+from fedlab.learning.runtime import Runtime, running_worker_pids, worker_allocator, worker_environment
 from tests.helpers import TINY
 
 
@@ -53,7 +53,7 @@ def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_da
         model = experiment.trained_model()
     finally:
         experiment.close()
-    from fedlab.model import loss_fn, metrics_fn
+    from fedlab.learning.model import loss_fn, metrics_fn
 
     model.compile(loss=loss_fn(), metrics=metrics_fn())
     inputs, targets = experiment.pooled("val")

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from fedlab.config import ALL_FEATURES
-from fedlab.demo import demo_runs
 from fedlab.errors import FedlabError
-from fedlab.store import RunStore
+from fedlab.runs.store import RunStore
+from fedlab.teaching.demo import demo_runs
 from tests import fakes
 from tests.helpers import assert_clean
 from tests.pages_support import WAIT, app, db, store_run, texts, wait_for_runs  # noqa: F401
@@ -98,7 +98,7 @@ def test_a_start_queues_a_demo_run_again_only_after_it_was_interrupted_or_failed
     store_run(db, "my own run")
     add_demo_run(db, CENTRAL, status)
     store = RunStore(db)
-    from fedlab.demo import missing_demo_runs
+    from fedlab.teaching.demo import missing_demo_runs
 
     names = [name for name, _ in demo_runs_to_queue(store.list_runs(), missing_demo_runs(store))]
     assert names == ([CENTRAL] if queued else [])  # the biggest demo was deleted: it stays deleted
@@ -106,7 +106,7 @@ def test_a_start_queues_a_demo_run_again_only_after_it_was_interrupted_or_failed
 
 def test_an_empty_store_queues_every_demo_run(tmp_path):
     from fedlab.dashboard.state import demo_runs_to_queue
-    from fedlab.demo import missing_demo_runs
+    from fedlab.teaching.demo import missing_demo_runs
 
     store = RunStore(tmp_path / "fedlab.db")
     assert demo_runs_to_queue([], missing_demo_runs(store)) == demo_runs()
@@ -114,7 +114,7 @@ def test_an_empty_store_queues_every_demo_run(tmp_path):
 
 def test_the_newest_run_of_a_name_decides(tmp_path):
     from fedlab.dashboard.state import demo_runs_to_queue
-    from fedlab.demo import missing_demo_runs
+    from fedlab.teaching.demo import missing_demo_runs
 
     db = tmp_path / "fedlab.db"
     add_demo_run(db, CENTRAL, "interrupted")

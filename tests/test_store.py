@@ -19,7 +19,7 @@ import pytest
 from fedlab.config import ALL_FEATURES, DataConfig, ExperimentConfig
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not collected by pytest as a test class
-from fedlab.store import (
+from fedlab.runs.store import (
     PROJECT_DB_PATH,
     ROUND_COLUMNS,
     SCHEMA_VERSION,
@@ -450,7 +450,7 @@ _CRASHING_WRITER = textwrap.dedent("""
     import sys, time
     from fedlab.config import ExperimentConfig
     from fedlab.records import RoundRecord
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
 
     store = RunStore(sys.argv[1])
     run_id = store.create_run(ExperimentConfig(rounds=10))
@@ -466,7 +466,7 @@ _CRASHING_WRITER = textwrap.dedent("""
 _OWNING_WRITER = textwrap.dedent("""
     import sys, time
     from fedlab.config import ExperimentConfig
-    from fedlab.store import RunStore
+    from fedlab.runs.store import RunStore
 
     store = RunStore(sys.argv[1])
     run_id = store.create_run(ExperimentConfig(rounds=10))

@@ -1,4 +1,4 @@
-"""fedlab.synthetic: the seeded default city."""
+"""fedlab.data.synthetic: the seeded default city."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedlab.categories import load_table
-from fedlab.loader import COLUMNS, load_checkins
-from fedlab.synthetic import CATEGORIES, SYNTHETIC_LABEL, category_id, generate_city, write_raw
+from fedlab.data.categories import load_table
+from fedlab.data.loader import COLUMNS, load_checkins
+from fedlab.data.synthetic import CATEGORIES, SYNTHETIC_LABEL, category_id, generate_city, write_raw
 
 REAL_FILE = Path(__file__).resolve().parents[2] / "shared/data/foursquare/dataset_TSMC2014_NYC_subset_reconstructed.txt"
 HEX24 = re.compile(r"^[0-9a-f]{24}$")

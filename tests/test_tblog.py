@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedlab.records import RoundRecord
-from fedlab.tblog import BestEffortLog, TensorBoardLog, log_dir_for, named_log_dir
+from fedlab.runs.tblog import BestEffortLog, TensorBoardLog, log_dir_for, named_log_dir
 
 tf = pytest.importorskip("tensorflow")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -121,7 +121,7 @@ def test_best_effort_log_reports_a_failure_once_and_never_raises(tmp_path: Path,
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     board = BestEffortLog(blocker / "run")
-    with caplog.at_level(logging.WARNING, logger="fedlab.tblog"):
+    with caplog.at_level(logging.WARNING, logger="fedlab.runs.tblog"):
         for number in (1, 2, 3):
             board.write(make_round(number))
         board.close()

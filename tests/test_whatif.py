@@ -11,8 +11,8 @@ import pytest
 
 from fedlab.cli import build_parser, experiment_config_from
 from fedlab.config import DataConfig, ExperimentConfig
-from fedlab.engine import Experiment
-from fedlab.store import RunStore
+from fedlab.learning.engine import Experiment
+from fedlab.runs.store import RunStore
 from tests.helpers import TINY
 
 WHAT_IF = dict(client_dropout=0.25, dp_clip=0.5, dp_noise=0.8)

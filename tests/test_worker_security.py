@@ -16,7 +16,7 @@ import portpicker
 import pytest
 
 from fedlab.errors import FedlabError
-from fedlab.runtime import WORKER_SHIM, Runtime, local_workers, running_worker_pids, worker_binary_path
+from fedlab.learning.runtime import WORKER_SHIM, Runtime, local_workers, running_worker_pids, worker_binary_path
 from tests.helpers import tagged_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_a_worker_outlives_the_short_lived_thread_that_started_it():
 
 PARENT = """
 import threading
-from fedlab.runtime import Runtime
+from fedlab.learning.runtime import Runtime
 started = []
 thread = threading.Thread(target=lambda: started.append(Runtime()))
 thread.start()
@@ -209,7 +209,7 @@ def test_a_worker_whose_parent_is_already_gone_exits_at_once():
 def test_tff_internals_refuse_another_tff_version_naming_theirs(monkeypatch):
     import tensorflow_federated
 
-    from fedlab import tff_internals
+    from fedlab.learning import tff_internals
 
     monkeypatch.setattr(tensorflow_federated, "__version__", "0.88.0")
     tff_internals.modules.cache_clear()

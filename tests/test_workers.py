@@ -18,11 +18,11 @@ import pytest
 
 from fedlab.bench import parse_workers_option
 from fedlab.config import ExperimentConfig
-from fedlab.engine import Experiment
 from fedlab.errors import ConfigError, FedlabError
-from fedlab.jobs import JobManager
-from fedlab.runtime import Runtime, check_workers, local_workers, running_worker_pids
-from fedlab.store import RunStore
+from fedlab.learning.engine import Experiment
+from fedlab.learning.runtime import Runtime, check_workers, local_workers, running_worker_pids
+from fedlab.runs.jobs import JobManager
+from fedlab.runs.store import RunStore
 from tests.helpers import TINY, tagged_workers
 
 ROOT = Path(__file__).resolve().parents[1]

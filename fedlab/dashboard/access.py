@@ -1,12 +1,12 @@
-"""Which runs this browser session may change (fedlab.access), and the admin unlock on the Runs page."""
+"""Which runs this browser session may change (fedlab.runs.access), and the admin unlock on the Runs page."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from fedlab import access
 from fedlab.dashboard.state import session_id
-from fedlab.store import Run
+from fedlab.runs import access
+from fedlab.runs.store import Run
 
 _UNLOCKED = "admin_unlocked"
 

@@ -8,7 +8,6 @@ import html
 
 import streamlit as st
 
-from fedlab import charts
 from fedlab.dashboard.history import report_download
 from fedlab.dashboard.presentation import show_chart
 from fedlab.dashboard.results import (
@@ -25,7 +24,8 @@ from fedlab.dashboard.results import (
     stop_button,
 )
 from fedlab.dashboard.state import POLL_SECONDS, demo_names, run_store, show_error
-from fedlab.store import Run
+from fedlab.results import charts
+from fedlab.runs.store import Run
 
 
 def kept_keys() -> list[str]:

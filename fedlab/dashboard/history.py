@@ -13,7 +13,7 @@ import streamlit as st
 from fedlab.dashboard import access
 from fedlab.dashboard.results import run_labels, settings_summary
 from fedlab.dashboard.state import run_store, session_id
-from fedlab.store import Run, RunStore
+from fedlab.runs.store import Run, RunStore
 
 # ----- which run the Train page shows -----
 
@@ -61,7 +61,7 @@ def report_download(run_ids: list[str], *, key: str, label: str = "Download repo
 
 @st.cache_data(max_entries=4, show_spinner="Building the report…")
 def report_html(run_ids: tuple[str, ...], finished_at: tuple[str, ...]) -> str:  # a new result, a new report
-    from fedlab.report import store_report_html
+    from fedlab.results.report import store_report_html
 
     return store_report_html(run_store(), list(run_ids))  # with the clean references the store holds
 

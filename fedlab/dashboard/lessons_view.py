@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fedlab import lessons as lesson_data
 from fedlab.dashboard import comparison
 from fedlab.dashboard.presentation import presenting
 from fedlab.dashboard.state import job_manager, run_store, session_id, show_error
 from fedlab.errors import FedlabError
-from fedlab.lessons import Lesson
-from fedlab.store import Run
+from fedlab.runs.store import Run
+from fedlab.teaching import lessons as lesson_data
+from fedlab.teaching.lessons import Lesson
 
 KEY = "lesson_key"
 # Presentation mode: the lesson's own words (theory and note) larger still than the page's enlarged text.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from fedlab import charts
+from fedlab.results import charts
 
 KEY = "presentation"
 # Streamlit sizes its text in rem, so a larger root font enlarges all of it; the page also uses the full width.

@@ -12,15 +12,15 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from fedlab import attack_view, charts, fairness
 from fedlab.config import ExperimentConfig
 from fedlab.dashboard import access
 from fedlab.dashboard.presentation import presenting, show_chart
 from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, session_id, show_error
-from fedlab.explain import round_explanation
-from fedlab.metrics_table import best_baseline, metrics_table, num, pct
-from fedlab.settings_text import describe
-from fedlab.store import ACTIVE_STATUSES, Run, RunStore
+from fedlab.results import attack_view, charts, fairness
+from fedlab.results.explain import round_explanation
+from fedlab.results.metrics_table import best_baseline, metrics_table, num, pct
+from fedlab.results.settings_text import describe
+from fedlab.runs.store import ACTIVE_STATUSES, Run, RunStore
 
 STATUS_ICONS = {
     "queued": ":material/schedule:",

@@ -24,7 +24,7 @@ from fedlab.dashboard.state import (
     skip_bad_rows,
 )
 from fedlab.errors import ConfigError
-from fedlab.privacy import PrivacyBudget
+from fedlab.results.privacy import PrivacyBudget
 
 __all__ = ["GROUPING_NAMES"]  # the Data page labels its grouping choice with the same names
 
@@ -309,7 +309,7 @@ def _privacy_budget(key: Callable[[str], str]) -> None:
 
 @st.cache_data(show_spinner="Computing the privacy budget…", max_entries=256)
 def privacy_budget(noise: float, clients_per_round: int | None, total_clients: int, rounds: int) -> PrivacyBudget:
-    from fedlab.privacy import dp_epsilon  # loads dp_accounting (and scipy) only when DP is turned on
+    from fedlab.results.privacy import dp_epsilon  # loads dp_accounting (and scipy) only when DP is turned on
 
     return dp_epsilon(
         noise_multiplier=noise, clients_per_round=clients_per_round, total_clients=total_clients, rounds=rounds
@@ -375,7 +375,7 @@ ESTIMATE_RUNS = 20  # the newest finished runs the duration estimate learns from
 def estimate_caption(values: Mapping) -> str:
     """The estimated duration of a run with these settings, from this store's earlier finished runs."""
     from fedlab.dashboard.state import run_store
-    from fedlab.estimate import duration_text, estimate_duration
+    from fedlab.runs.estimate import duration_text, estimate_duration
 
     try:
         config = config_from_settings(values, data_source(), skip_bad_rows())

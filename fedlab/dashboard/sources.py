@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fedlab import explore, pipeline
 from fedlab.config import DataConfig, ExperimentConfig
 from fedlab.dashboard.access import may_read_server_files
 from fedlab.dashboard.state import APP_ROOT, SYNTHETIC, DataSource, data_source, show_error, skip_bad_rows
+from fedlab.data import explore, pipeline
+from fedlab.data.loader import load_checkins
 from fedlab.errors import DataError, FedlabError
-from fedlab.loader import load_checkins
 
 UPLOAD_DIR = APP_ROOT / "data" / "uploads"  # uploads are saved here under a content hash, never their own name
 SOURCE_KINDS = {
@@ -200,7 +200,7 @@ def _cached_frame(key: tuple) -> tuple[pd.DataFrame, int]:
 
 
 def explore_data(name: str, *args):
-    """fedlab.explore.<name>(frame, *args) on this session's data, cached per data version and arguments."""
+    """fedlab.data.explore.<name>(frame, *args) on this session's data, cached per data version and arguments."""
     return _cached_explore(source_key(data_source(), skip_bad_rows()), name, args)
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from fedlab.config import ExperimentConfig
+from fedlab.config import PRESETS, ExperimentConfig
+from fedlab.data.synthetic import SYNTHETIC_LABEL
 from fedlab.errors import ConfigError, FedlabError
-from fedlab.jobs import JobManager, queue_limit_from_env
-from fedlab.store import Run, RunStore, default_path
-from fedlab.synthetic import SYNTHETIC_LABEL
+from fedlab.runs.jobs import JobManager, queue_limit_from_env
+from fedlab.runs.store import Run, RunStore, default_path
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class SharedBuildCache:
     def get(self):
         with self._lock:
             if self._cache is None:
-                from fedlab.engine import BuildCache
+                from fedlab.learning.engine import BuildCache
 
                 self._cache = BuildCache()
             return self._cache
@@ -108,7 +108,9 @@ def experiment_factory(spec: str, shared: SharedBuildCache) -> Callable[[Experim
 
 
 def _engine_experiment(shared: SharedBuildCache, config: ExperimentConfig):
-    from fedlab.engine import experiment_factory as engine_factory  # TensorFlow loads here, in the training thread
+    from fedlab.learning.engine import (
+        experiment_factory as engine_factory,  # TensorFlow loads here, in the training thread
+    )
 
     return engine_factory(shared.get())(config)
 
@@ -297,7 +299,7 @@ def _start_prebuild(manager: JobManager, factory_spec: str) -> None:
     prebuild = _prebuild_function(factory_spec)
     if prebuild is None:
         return
-    config = _default_train_config()
+    config = default_train_config()
     shared = build_cache()
     threading.Thread(
         target=_prebuild_when_idle, args=(manager, prebuild, config, shared), daemon=True, name="fedlab-prebuild"
@@ -312,15 +314,17 @@ def _prebuild_function(factory_spec: str) -> Callable | None:
 
 
 def _engine_prebuild(config: ExperimentConfig, cache) -> None:
-    from fedlab import engine  # TensorFlow loads here, in the pre-build thread
+    from fedlab.learning import engine  # TensorFlow loads here, in the pre-build thread
 
     engine.prebuild(config, cache)
 
 
-def _default_train_config() -> ExperimentConfig:
-    from fedlab.dashboard import settings  # settings imports this module
+def default_train_config() -> ExperimentConfig:
+    """The Train form's start values as a config: the defaults, the central preset, the synthetic city.
 
-    return settings.config_from_settings(settings.default_settings("central"), SYNTHETIC, False)
+    Built here rather than from the form (fedlab.dashboard.settings imports this module); a test checks the two
+    agree."""
+    return ExperimentConfig().replace(data=SYNTHETIC.path, skip_bad_rows=False, features=PRESETS["central"])
 
 
 def _prebuild_when_idle(
@@ -336,14 +340,14 @@ def _prebuild_when_idle(
 
 def _demo_module():
     try:
-        return importlib.import_module("fedlab.demo")
+        return importlib.import_module("fedlab.teaching.demo")
     except ImportError:
-        log.info("fedlab.demo is not available; no demo runs")
+        log.info("fedlab.teaching.demo is not available; no demo runs")
         return None
 
 
 def demo_runs() -> list[Run]:
-    """The stored runs named like a demo run, newest first; empty without fedlab.demo or a usable store."""
+    """The stored runs named like a demo run, newest first; empty without fedlab.teaching.demo or a usable store."""
     names = set(demo_names())
     if not names:
         return []
@@ -354,6 +358,6 @@ def demo_runs() -> list[Run]:
 
 
 def demo_names() -> list[str]:
-    """The demo runs' names in the order they train (central first); empty without fedlab.demo."""
+    """The demo runs' names in the order they train (central first); empty without fedlab.teaching.demo."""
     demo = _demo_module()
     return [] if demo is None else [name for name, _ in demo.demo_runs()]
