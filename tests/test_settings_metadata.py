@@ -104,3 +104,11 @@ def test_every_form_setting_has_a_widget_that_reaches_the_config(db):  # noqa: F
             values[name] = ",".join(value)
         config = form.config_from_settings(values, SYNTHETIC, False)
         assert config.value(name) == value, name
+
+
+def test_the_prebuilt_default_config_is_the_train_forms_default():
+    # The pre-build warms the model a first Run uses; state builds that config without the form module.
+    from fedlab.dashboard import settings as form
+    from fedlab.dashboard.state import SYNTHETIC, default_train_config
+
+    assert default_train_config() == form.config_from_settings(form.default_settings("central"), SYNTHETIC, False)

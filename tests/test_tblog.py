@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from tensorboard.util.tensor_util import make_ndarray  # noqa: E402
 
 from fedlab.records import RoundRecord
 from fedlab.runs.tblog import BestEffortLog, TensorBoardLog, log_dir_for, named_log_dir
 
-tf = pytest.importorskip("tensorflow")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
@@ -29,11 +29,11 @@ def make_round(number: int) -> RoundRecord:
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """tag -> [(step, value)] of one split's event files (tf.summary writes scalars as tensors)."""
+    """tag -> [(step, value)] of one split's event files (scalars are stored as tensors)."""
     accumulator = event_accumulator.EventAccumulator(str(folder))
     accumulator.Reload()
     return {
-        tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
+        tag: [(event.step, float(make_ndarray(event.tensor_proto))) for event in accumulator.Tensors(tag)]
         for tag in accumulator.Tags()["tensors"]
     }
 
