@@ -7,6 +7,9 @@ import pytest
 
 from fedlab.config import ExperimentConfig
 from fedlab.learning import sharded
+from tests.helpers import TINY
+
+TINY_RUN = {**TINY, "client_optimizer": "sgd", "client_lr": 0.3}
 
 # Users' batch counts -> shards of nearly equal work, users in their order within each shard.
 
@@ -84,3 +87,32 @@ def test_one_round_equals_tff_fed_avg_with_one_client_per_user(tiny_setup, runti
         )
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+
+
+def _run(config, tiny_data, build_cache):
+    from fedlab.learning.engine import Experiment
+
+    experiment = Experiment(config, data=tiny_data, cache=build_cache)
+    try:
+        experiment.prepare()
+        records = list(experiment.rounds())
+        return records, experiment.test(), experiment.summary()
+    finally:
+        experiment.close()
+
+
+@pytest.mark.tff
+def test_three_rounds_on_shards_validate_and_test_as_one_client_per_user(tiny_data, build_cache):
+    config = ExperimentConfig(
+        data=tiny_data.config, **{**TINY_RUN, "rounds": 3, "server_optimizer": "adam", "server_lr": 0.05}
+    )
+    shards, shards_test, shards_summary = _run(config, tiny_data, build_cache)
+    per_user, per_user_test, per_user_summary = _run(config.replace(one_client_per_user=True), tiny_data, build_cache)
+    assert shards_summary["training_path"] == "shards" and per_user_summary["training_path"] == "per user"
+    assert per_user_summary["training_path_reason"] == "one TFF client per user was asked for"
+    for got, expected in zip(shards, per_user):
+        assert got.clients == expected.clients and got.bytes_up == expected.bytes_up
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert getattr(got, name) == pytest.approx(getattr(expected, name), rel=1e-4, abs=1e-6), name
+    assert shards_test.accuracy == pytest.approx(per_user_test.accuracy, abs=1e-6)
+    assert shards_test.loss == pytest.approx(per_user_test.loss, rel=1e-4)

@@ -17,11 +17,11 @@ position in the shard (`shard_dataset`); the client work closes a user's update 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-
-from fedlab.learning.federated import lean_options
 
 USER_TAG = tf.TensorSpec((), tf.int32)
 
@@ -47,15 +47,37 @@ def assign_shards(batches: list[int], shards: int) -> list[list[int]]:
     return [sorted(m) for m in members if m]
 
 
+def local_cores() -> int:
+    """The cores this process (and the local TFF worker it starts) may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def group_users(
+    datasets: list[tf.data.Dataset],
+    batches: list[int],
+    *,
+    workers: int = 0,
+    training: bool = True,
+    options: tf.data.Options | None = None,
+) -> list[tf.data.Dataset]:
+    """A round's per-user datasets as the few TFF client datasets of the shard path: `shard_dataset`s for
+    training, `pooled_dataset`s for evaluation; `batches` = each user's batches, for balancing the shards;
+    `options` set on each (the per-user datasets' own, as `federated.lean_options`)."""
+    shards = assign_shards(batches, shard_count(len(datasets), cores=local_cores(), workers=workers))
+    join = shard_dataset if training else pooled_dataset
+    grouped = [join([datasets[i] for i in members]) for members in shards]
+    return grouped if options is None else [ds.with_options(options) for ds in grouped]
+
+
 def shard_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, each batch as (batch, the user's position in this list)."""
     tagged = [ds.map(lambda x, y, tag=tag: ((x, y), tf.constant(tag, tf.int32))) for tag, ds in enumerate(datasets)]
-    return _concatenate(tagged).with_options(lean_options())
+    return _concatenate(tagged)
 
 
 def pooled_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, batches unchanged (for evaluation, whose metrics are sums)."""
-    return _concatenate(datasets).with_options(lean_options())
+    return _concatenate(datasets)
 
 
 def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
