@@ -9,8 +9,6 @@ from fedlab.config import ExperimentConfig
 from fedlab.learning import sharded
 from tests.helpers import TINY
 
-TINY_RUN = {**TINY, "client_optimizer": "sgd", "client_lr": 0.3}
-
 # Users' batch counts -> shards of nearly equal work, users in their order within each shard.
 
 
@@ -47,8 +45,9 @@ def runtime():
 def tiny_setup(tiny_data):
     from fedlab.learning.engine import Experiment
 
+    # Centralized only so that build() makes the model's spec and the clients' datasets without TFF processes.
     config = ExperimentConfig(
-        data=tiny_data.config, gru_units=8, embedding_dim=4, epochs=2, batch_size=8, dropout=0.0, seed=3
+        data=tiny_data.config, mode="centralized", gru_units=8, embedding_dim=4, epochs=2, batch_size=8, dropout=0.0
     )
     experiment = Experiment(config, data=tiny_data)
     experiment.build()
@@ -103,9 +102,8 @@ def _run(config, tiny_data, build_cache):
 
 @pytest.mark.tff
 def test_three_rounds_on_shards_validate_and_test_as_one_client_per_user(tiny_data, build_cache):
-    config = ExperimentConfig(
-        data=tiny_data.config, **{**TINY_RUN, "rounds": 3, "server_optimizer": "adam", "server_lr": 0.05}
-    )
+    # The engine tests' tiny FedAvg (client Adam, server SGD 1), so its shard process comes from the session's cache.
+    config = ExperimentConfig(data=tiny_data.config, **{**TINY, "rounds": 3})
     shards, shards_test, shards_summary = _run(config, tiny_data, build_cache)
     per_user, per_user_test, per_user_summary = _run(config.replace(one_client_per_user=True), tiny_data, build_cache)
     assert shards_summary["training_path"] == "shards" and per_user_summary["training_path"] == "per user"
