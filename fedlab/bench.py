@@ -84,36 +84,52 @@ def _format(result: dict) -> str:
 
 
 def round_vs_keras(config: ExperimentConfig, *, repeats: int, data=None, cache=None) -> dict:
-    """Median seconds of one FedAvg round's training (`learning.next` over every client) and of Keras training
-    over the same batches; their ratio. The round's validation (federated evaluation on every client) is timed
-    apart, as is the TFF worker's CPU during training. The first, warm-up round is left out."""
-    from fedlab.learning.engine import experiment_factory
+    """Median seconds of one FedAvg round's training (`learning.next` over every client) on the default path
+    (shards of users per TFF client call) and on one TFF client per user, and of Keras training over the same
+    batches; their ratios (`ratio`: the default path, `per_user_ratio`: one client per user). Each round's
+    validation (federated evaluation on every client) is timed apart, as is the TFF worker's CPU during
+    training. The first, warm-up round of each is left out."""
+    from fedlab.config import training_path
 
     # Every client every round (no sampling, no dropout) and no early stop, so each round is the same work.
     config = config.replace(rounds=repeats + 1, patience=repeats + 1, clients_per_round=None, client_dropout=0.0)
+    default, experiment = _path_rounds(config, data=data, cache=cache)
+    per_user, _ = _path_rounds(config.replace(one_client_per_user=True), data=data, cache=cache)
+    keras = statistics.median(_keras_same_work(experiment, repeats=repeats))
+    fed = statistics.median(t.train_seconds for t in default)
+    return {
+        "fedavg_round_seconds": round(fed, 3),
+        "keras_same_work_seconds": round(keras, 3),
+        "ratio": round(fed / keras, 2),
+        "path": training_path(config)[0],
+        "per_user_round_seconds": round(statistics.median(t.train_seconds for t in per_user), 3),
+        "per_user_ratio": round(statistics.median(t.train_seconds for t in per_user) / keras, 2),
+        "validation_seconds": round(statistics.median(t.validation_seconds for t in default), 3),
+        "per_user_validation_seconds": round(statistics.median(t.validation_seconds for t in per_user), 3),
+        "worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in default), 3),
+        "per_user_worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in per_user), 3),
+        "worker_allocator": _allocator_name(),
+        "clients": len(experiment.train_clients),
+        "batches_per_round": _batches_per_round(experiment),
+        "repeats": repeats,
+        "cpu_cores": os.cpu_count(),
+        "fedavg_round_all_seconds": [round(t.train_seconds, 3) for t in default],
+        "per_user_round_all_seconds": [round(t.train_seconds, 3) for t in per_user],
+    }
+
+
+def _path_rounds(config: ExperimentConfig, *, data, cache) -> tuple[list, object]:
+    """The round timings of one run of `config` after its warm-up round, and its (closed) experiment."""
+    from fedlab.learning.engine import experiment_factory
+
     experiment = experiment_factory(cache)(config, data=data)
     try:
         experiment.prepare()
         for _ in experiment.rounds():
             pass
-        keras_times = _keras_same_work(experiment, repeats=repeats)
     finally:
         experiment.close()
-    timings = experiment.round_timings[1:]
-    fed_times = [t.train_seconds for t in timings]
-    fed, keras = statistics.median(fed_times), statistics.median(keras_times)
-    return {
-        "fedavg_round_seconds": round(fed, 3),
-        "keras_same_work_seconds": round(keras, 3),
-        "ratio": round(fed / keras, 2),
-        "validation_seconds": round(statistics.median(t.validation_seconds for t in timings), 3),
-        "worker_cpu_seconds_per_round": round(statistics.median(t.worker_cpu_seconds for t in timings), 3),
-        "worker_allocator": _allocator_name(),
-        "clients": len(experiment.train_clients),
-        "batches_per_round": _batches_per_round(experiment),
-        "repeats": repeats,
-        "fedavg_round_all_seconds": [round(t, 3) for t in fed_times],
-    }
+    return experiment.round_timings[1:], experiment
 
 
 def _allocator_name() -> str:
@@ -205,9 +221,12 @@ def _batches_per_round(experiment) -> int:
 
 
 def _keras_same_work(experiment, *, repeats: int) -> list[float]:
-    """Plain Keras over each client's batches in turn (same model, same batch boundaries)."""
+    """Plain Keras over each client's batches in turn (same model, same batch boundaries). The pipeline runs
+    without tf.data's autotuning and graph rewrites, as the clients' own datasets do: with autotuning on, `fit`
+    was seen to stall for about a second after its last batch in some runs."""
     import tensorflow as tf
 
+    from fedlab.learning.federated import lean_options
     from fedlab.learning.model import loss_fn, metrics_fn
 
     model = experiment.initial_model()
@@ -216,6 +235,7 @@ def _keras_same_work(experiment, *, repeats: int) -> list[float]:
     data = parts[0]
     for part in parts[1:]:
         data = data.concatenate(part)
+    data = data.with_options(lean_options())
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()

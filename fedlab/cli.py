@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings
+from fedlab.config import PRESETS, DataConfig, ExperimentConfig, Setting, is_data_setting, settings, training_path_text
 from fedlab.errors import ConfigError, FedlabError
 from fedlab.records import communication_totals
 from fedlab.results.settings_text import value_text
@@ -161,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.set_status(run_id, "running")
         if not args.no_store:
             print(f"recording run {run_id} in {store.path}", flush=True)
+        if config.mode == "federated":
+            print(f"training path: {training_path_text(config)}", flush=True)
         experiment = experiment_factory()(config)
         try:
             record_run(

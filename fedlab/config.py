@@ -804,6 +804,21 @@ class ExperimentConfig:
         ),
     )
 
+    one_client_per_user: bool = field(
+        default=False,
+        metadata=setting(
+            label="One TFF client per user",
+            kind="bool",
+            summary="one TFF client per user",
+            group="advanced",
+            noun="one client per user",
+            help="Run each user's training as its own TFF client call, as TFF places clients. Off = users are "
+            "trained in a few shards, many users per TFF client call: the same FedAvg, several times faster. "
+            "Settings that act on each user's update (DP, compression, defences, FedRecon, FedProx, MIME-lite) "
+            "always run one client per user.",
+        ),
+    )
+
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "workers", tuple(self.workers))
@@ -870,6 +885,7 @@ class ExperimentConfig:
             self.reconstruction,
             self.defense,
             self.clip_norm,
+            training_path(self)[0],
         )
 
     def value(self, name: str) -> Any:
@@ -899,6 +915,37 @@ class ExperimentConfig:
             raw["seed"] = data_raw["seed"]
         data = DataConfig(**{k: v for k, v in data_raw.items() if k in _DATA_FIELDS})
         return cls(data=data, **{k: v for k, v in raw.items() if k in known})
+
+
+SHARDS, PER_USER = "shards", "per user"
+
+
+def training_path(config: ExperimentConfig) -> tuple[str, str]:
+    """(how a federated run's rounds train, why): SHARDS (many users per TFF client call, the same weighted FedAvg)
+    or PER_USER (one TFF client per user: a setting acts on each user's update inside TFF's own per-client work or
+    aggregator, or it was asked for). Centralized runs say PER_USER with the reason that nothing is federated."""
+    if config.mode != "federated":
+        return PER_USER, "centralized: no federated rounds"
+    reasons = (
+        (config.one_client_per_user, "one TFF client per user was asked for"),
+        (config.reconstruction, "FedRecon re-learns each user's local part in TFF's own client work"),
+        (config.algorithm == "fedprox", "FedProx's proximal term runs in TFF's own client work"),
+        (config.algorithm == "mime", "MIME-lite's client steps run in TFF's own client work"),
+        (config.dp_clip is not None, "DP clips each user's update"),
+        (config.compression_bits > 0, "compression quantises each user's update"),
+        (config.defense != "none", "the defence clips or zeroes each user's update"),
+        (config.secure_aggregation, "secure aggregation sums each user's update"),
+    )
+    for applies, why in reasons:
+        if applies:
+            return PER_USER, why
+    return SHARDS, "many users per TFF client call, the same weighted FedAvg"
+
+
+def training_path_text(config: ExperimentConfig) -> str:
+    """The path and its reason as one phrase, e.g. "per user: DP clips each user's update"."""
+    path, why = training_path(config)
+    return f"{path}: {why}"
 
 
 def settings() -> Iterator[tuple[str, Setting, Any]]:

@@ -92,3 +92,19 @@ def test_every_bound_of_the_metadata_is_allowed_and_checked():
             base.replace(**{name: setting.max})  # the upper limit itself is allowed
             with pytest.raises(ConfigError, match="of at most"):
                 base.replace(**{name: setting.max + 1})
+
+
+def test_plain_fedavg_trains_on_shards_and_per_user_settings_say_why():
+    from fedlab.config import PER_USER, SHARDS, training_path, training_path_text
+
+    assert training_path(ExperimentConfig(server_optimizer="adam", client_dropout=0.2, malicious_clients=0.2)) == (
+        SHARDS,
+        "many users per TFF client call, the same weighted FedAvg",
+    )
+    assert (
+        training_path_text(ExperimentConfig(compression_bits=8)) == "per user: compression quantises each user's update"
+    )
+    for changes in ({"dp_clip": 1.0}, {"defense": "clip"}, {"algorithm": "mime"}, {"one_client_per_user": True}):
+        assert training_path(ExperimentConfig(**changes))[0] == PER_USER
+    # The path decides which TFF processes are built, so it is part of their cache key.
+    assert ExperimentConfig().model_shape_key != ExperimentConfig(one_client_per_user=True).model_shape_key

@@ -37,7 +37,7 @@ def test_every_step_of_a_federated_round_with_its_figures():
     assert "averaged the 18 updates, each weighted by that client's number of training examples" in text
     assert "SGD with learning rate 1" in text and "plain FedAvg" in text
     assert "validation loss 1.500, accuracy 37.5% — the best so far" in text
-    assert [line[:3] for line in text.splitlines()[2:]] == ["1. ", "2. ", "3. ", "4. ", "5. "]
+    assert [line[:3] for line in text.split("\n\n")[1].splitlines()] == ["1. ", "2. ", "3. ", "4. ", "5. "]
 
 
 def test_no_dropout_no_dp_and_all_clients():
@@ -91,3 +91,12 @@ def test_the_average_says_what_the_server_sees_and_what_secure_aggregation_would
     assert "saw each client's update on its own" in text and "only their sum" in text
     assert all(cost in text for cost in ("clipped to fixed bounds", "bit width", "extra bytes"))
     assert "Secure aggregation" not in round_explanation(ExperimentConfig(mode="centralized"), latest())
+
+
+def test_the_panel_says_how_tff_ran_the_clients_and_why():
+    text = round_explanation(ExperimentConfig(), latest(), total_clients=12)
+    assert "**How TFF ran it: shards.**" in text and "the same FedAvg as one TFF client per user" in text
+    text = round_explanation(ExperimentConfig(dp_clip=0.5), latest(), total_clients=12)
+    assert "**How TFF ran it: one TFF client per user**, because DP clips each user's update." in text
+    text = round_explanation(ExperimentConfig(one_client_per_user=True), latest(), total_clients=12)
+    assert "because one TFF client per user was asked for" in text

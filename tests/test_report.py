@@ -350,3 +350,18 @@ def test_report_command_missing_store_is_a_fedlab_error_and_creates_nothing(tmp_
 def test_report_command_needs_out(store: RunStore):
     with pytest.raises(SystemExit):
         parse(["report", "abc"])
+
+
+def test_the_settings_say_which_training_path_the_run_recorded(store: RunStore):
+    sharded = add_finished_run(store, name="fast", extra={"training_path": "shards", "training_path_reason": "many"})
+    per_user = add_finished_run(
+        store,
+        name="private",
+        config=make_config(dp_clip=1.0),
+        extra={"training_path": "per user", "training_path_reason": "DP clips each user's update"},
+    )
+    settings = section(report_of(store, sharded, per_user), "settings")
+    assert "<th>training path</th><td>shards: many</td><td>per user: DP clips each user&#39;s update</td>" in settings
+    assert "<th>training path</th><td>not recorded</td>" in section(
+        report_of(store, add_finished_run(store)), "settings"
+    )

@@ -75,6 +75,14 @@ def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_
         <= result["ratio"]
         <= (fed + half_ms) / max(keras - half_ms, 1e-9) + 0.01
     )
+    per_user = result["per_user_round_seconds"]
+    assert (
+        (per_user - half_ms) / (keras + half_ms) - 0.01
+        <= result["per_user_ratio"]
+        <= (per_user + half_ms) / max(keras - half_ms, 1e-9) + 0.01
+    )
+    assert result["path"] == "shards"  # the default path is timed as `ratio`, one client per user as `per_user_ratio`
     assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] > 0
+    assert result["per_user_validation_seconds"] > 0 and result["per_user_worker_cpu_seconds_per_round"] > 0
     assert result["worker_allocator"] == (Path(worker_allocator()).name if worker_allocator() else "system")
     assert running_worker_pids() == []

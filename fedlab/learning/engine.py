@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from fedlab.config import HABIT_FEATURES, RECONSTRUCTION_LR, DataConfig, ExperimentConfig
+from fedlab.config import HABIT_FEATURES, RECONSTRUCTION_LR, DataConfig, ExperimentConfig, training_path
 from fedlab.data import attacks, pipeline
 from fedlab.errors import ConfigError
 from fedlab.learning.model import ModelSpec, build_model, loss_fn, metrics_fn, user_layer_names
@@ -252,16 +252,25 @@ class Experiment:
 
         rng = np.random.default_rng(self.config.seed)
         val_data = self._validation_data()
+        if self._processes.shards:
+            val_data = self._shards(val_data, self.data.val.client_sizes()[self._val_clients()], training=False)
         with self._runtime.activate():
             state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
             train_data = self.round_datasets(chosen, number)
+            if self._processes.shards:
+                train_data = self._shards(train_data, self.data.train.client_sizes()[chosen] * self.config.epochs)
             with self._runtime.activate():
                 cpu, training = self._worker_cpu_seconds(), time.perf_counter()
                 result = federated.run_round(
-                    self._processes, state, train_data, config=self.config, sampled=self._per_round()
+                    self._processes,
+                    state,
+                    train_data,
+                    config=self.config,
+                    sampled=self._per_round(),
+                    reporting=len(chosen),
                 )
                 cpu, validating = self._worker_cpu_seconds() - cpu, time.perf_counter()
                 val_loss, val_acc = federated.evaluate(self._processes, result.weights, val_data)
@@ -283,6 +292,19 @@ class Experiment:
                 clipped=result.clipped,
                 zeroed=result.zeroed,
             )
+
+    def _shards(self, datasets: list, sizes: np.ndarray, *, training: bool = True) -> list:
+        """Per-user datasets grouped into the shard path's few TFF client datasets (users of `sizes` sequences)."""
+        from fedlab.learning.federated import lean_options
+        from fedlab.learning.sharded import group_users
+
+        batches = [int(b) for b in np.ceil(np.asarray(sizes) / self.config.batch_size)]
+        return group_users(
+            datasets, batches, workers=len(self.config.workers), training=training, options=lean_options()
+        )
+
+    def _val_clients(self) -> np.ndarray:
+        return np.flatnonzero(self.data.val.client_sizes() > 0)
 
     def _worker_cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by this run's local TFF workers (a finished one counts 0)."""
@@ -337,7 +359,7 @@ class Experiment:
         training data, on which it first re-learns its user part, as before its test."""
         from fedlab.learning.federated import client_dataset, reconstruction_eval_dataset
 
-        clients = np.flatnonzero(self.data.val.client_sizes() > 0)
+        clients = self._val_clients()
         val = self._datasets("val", clients)
         if not self.config.reconstruction:
             return val
@@ -494,7 +516,13 @@ class Experiment:
     def summary(self) -> dict:
         if self.data is None:
             return {}
-        return {**self.data.summary, "train_clients": int(len(self._train_clients))}
+        path, why = training_path(self.config)
+        return {
+            **self.data.summary,
+            "train_clients": int(len(self._train_clients)),
+            "training_path": path,
+            "training_path_reason": why,
+        }
 
     def close(self) -> None:
         if self._runtime is not None:

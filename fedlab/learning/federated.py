@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from fedlab.config import RECONSTRUCTION_LR, ExperimentConfig
+from fedlab.config import RECONSTRUCTION_LR, SHARDS, ExperimentConfig, training_path
 from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
@@ -192,6 +192,7 @@ class Processes:
     evaluation: tff.learning.templates.LearningProcess
     layout: WeightLayout
     local_layers: tuple[str, ...] = ()  # layers kept on the clients (Federated Reconstruction); () = none
+    shards: bool = False  # a TFF client is a shard of users (fedlab.learning.sharded), not one user
 
 
 def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
@@ -206,14 +207,19 @@ def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_ro
     evaluation = tff.learning.algorithms.build_fed_eval(
         model_fn, loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR
     )
-    return Processes(learning=learning, evaluation=evaluation, layout=layout)
+    return Processes(learning=learning, evaluation=evaluation, layout=layout, shards=training_path(config)[0] == SHARDS)
 
 
 def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int):
-    """TFF's FedAvg, FedProx or MIME-lite with this config's optimizers and aggregator."""
-    aggregator = model_aggregator(config, clients_per_round)
+    """TFF's FedAvg, FedProx or MIME-lite with this config's optimizers and aggregator; plain FedAvg trains shards
+    of users per TFF client call (`config.training_path`)."""
     client = optimizer(config.client_optimizer, config.client_lr)
     server = optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum)
+    if training_path(config)[0] == SHARDS:
+        from fedlab.learning.sharded import build_sharded_fed_avg
+
+        return build_sharded_fed_avg(model_fn, client_optimizer=client, server_optimizer=server)
+    aggregator = model_aggregator(config, clients_per_round)
     # DP bounds each client's influence, so clients weigh the same (TFF's unweighted builders).
     weighted = config.dp_clip is None
     extra = {} if aggregator is None else {"model_aggregator": aggregator}
@@ -259,9 +265,12 @@ def run_round(
     *,
     config: ExperimentConfig,
     sampled: int | None = None,
+    reporting: int | None = None,
 ) -> RoundResult:
-    """One round on these (reporting) clients' datasets; `sampled` clients received the model (default: as many
-    as report; more when some dropped out)."""
+    """One round on these (reporting) clients' datasets, or shards of them; `reporting` clients sent an update
+    (default: one per dataset), `sampled` clients received the model (default: as many as report; more when some
+    dropped out)."""
+    reporting = reporting or len(datasets)
     state, base = unwrap_state(state)
     sent = processes.layout.to_keras(processes.learning.get_model_weights(state), base)
     output = processes.learning.next(state, datasets)
@@ -274,10 +283,9 @@ def run_round(
         weights=weights,
         train_loss=float(train["loss"]),
         train_accuracy=float(train["accuracy"]),
-        bytes_down=download_bytes(processes.layout.shared(sent), sizes, config) * (sampled or len(datasets)),
-        bytes_up=update_bytes(sizes, config) * len(datasets),
-        bytes_saved=(update_bytes(sizes, config.replace(compression_bits=0)) - update_bytes(sizes, config))
-        * len(datasets),
+        bytes_down=download_bytes(processes.layout.shared(sent), sizes, config) * (sampled or reporting),
+        bytes_up=update_bytes(sizes, config) * reporting,
+        bytes_saved=(update_bytes(sizes, config.replace(compression_bits=0)) - update_bytes(sizes, config)) * reporting,
         clipped=clipped,
         zeroed=zeroed,
     )

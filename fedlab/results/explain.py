@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from fedlab.config import DEFENSE_HELP, ExperimentConfig
+from fedlab.config import DEFENSE_HELP, SHARDS, ExperimentConfig, training_path
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGD with momentum", "adam": "Adam", "yogi": "Yogi", "adagrad": "Adagrad"}
 
@@ -47,8 +47,21 @@ def round_explanation(config: ExperimentConfig, latest: Mapping | None, *, total
         _validation_step(latest),
     ]
     text = header + "\n\n" + "\n".join(f"{i}. {text}" for i, text in enumerate(filter(None, steps), 1))
-    text += attack_paragraph(config, latest)
+    text += attack_paragraph(config, latest) + "\n\n" + path_paragraph(config)
     return text + "\n\n" + RECONSTRUCTION_NOTE if config.reconstruction else text
+
+
+def path_paragraph(config: ExperimentConfig) -> str:
+    """How TFF ran the clients' training: shards of users per TFF client call, or one TFF client per user, and why."""
+    path, why = training_path(config)
+    if path == SHARDS:
+        return (
+            "**How TFF ran it: shards.** The users trained in a few shards, one TFF client call each, one user "
+            "after another, each from the global model with a fresh optimizer; each shard sent its users' "
+            "example-weighted mean update with their total weight, so the average is the same FedAvg as one "
+            "TFF client per user, only faster. The setting *One TFF client per user* runs it that way."
+        )
+    return f"**How TFF ran it: one TFF client per user**, because {why}."
 
 
 # What Federated Reconstruction keeps on the clients, said below the steps of a run that uses it.

@@ -174,6 +174,8 @@ def _settings_section(entries: list[_Entry]) -> dict[str, Any]:
         ("created (UTC)", [_time(e.run.created_at) for e in entries]),
         ("finished (UTC)", [_time(e.run.finished_at) for e in entries]),
     ]
+    if any(e.run.config.mode == "federated" for e in entries):
+        facts.append(("training path", [recorded_training_path(e.run.extra) for e in entries]))
     errors = [e.run.error or "" for e in entries]
     if any(errors):
         facts.append(("error", errors))
@@ -187,6 +189,13 @@ def _settings_section(entries: list[_Entry]) -> dict[str, Any]:
         + [_Row(name, values, diff=compare and len(set(values)) > 1) for name, values in settings],
     )
     return {"table": table, "compare": compare}
+
+
+def recorded_training_path(extra: dict) -> str:
+    """How a run's rounds trained, as its record says, e.g. "per user: DP clips each user's update"."""
+    if "training_path" not in extra:
+        return "not recorded"
+    return f"{extra['training_path']}: {extra.get('training_path_reason', '')}".rstrip(": ")
 
 
 def _curves_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str, Any]:
