@@ -276,6 +276,10 @@ def _print_result(result: dict) -> None:
         )
     if attack := test.get("attack"):
         print(_attack_line(attack))
+    from fedlab.results.importance import importance_line
+
+    if line := importance_line(test.get("importance")):
+        print(line)
     print("baselines on the same targets: " + ", ".join(f"{k} {v:.4f}" for k, v in result["baselines"].items()))
     sent = communication_totals(result["rounds"])
     if sent["mb_down"] or sent["mb_up"]:

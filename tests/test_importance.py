@@ -103,3 +103,27 @@ def test_a_finished_runs_test_holds_the_importance_of_its_model_inputs(tiny_data
     # The previous category is what a next-category model leans on: shuffling it costs accuracy.
     assert importance["features"]["cat_id"]["drop"] > 0
     assert experiment.timing["importance_seconds"] > 0
+
+
+def test_the_importance_chart_draws_each_run_with_its_spread_on_one_feature_axis():
+    from fedlab.results import charts
+    from tests.fakes import fake_importance
+
+    a = importance_table(fake_importance(("cat_id", "clock_sin")))
+    b = importance_table(fake_importance(("cat_id", "venue_id", "clock_sin")))
+    fig = charts.feature_importance({"central": a, "biggest": b})
+    central, biggest = fig.data
+    assert list(central.y) == list(biggest.y) == ["clock_sin", "cat_id", "venue_id"]  # central's order first
+    assert central.marker.color == charts.CENTRAL_COLOR and biggest.marker.color == charts.BIGGEST_COLOR
+    assert list(central.error_x.array)[:2] == pytest.approx(a["spread"].tolist())
+    helped = charts.feature_helped({"central": a})
+    assert list(helped.data[0].x) == a["helped"].tolist() and helped.layout.xaxis.tickformat == ".0%"
+
+
+def test_the_cli_line_lists_the_costliest_features_first():
+    from fedlab.results.importance import importance_line
+
+    summary = importance_summary(base_hits=BASE, shuffled_hits=SHUFFLED, examples=EXAMPLES, features=["a", "b"])
+    line = importance_line(summary, top=1)
+    assert line.startswith("acc@1 lost when a feature is shuffled: a +10.0 ± 3.3 pts (helps 50% of clients)")
+    assert line.endswith("1 more in test.importance") and importance_line(None) is None

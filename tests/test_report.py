@@ -350,3 +350,24 @@ def test_report_command_missing_store_is_a_fedlab_error_and_creates_nothing(tmp_
 def test_report_command_needs_out(store: RunStore):
     with pytest.raises(SystemExit):
         parse(["report", "abc"])
+
+
+def test_a_run_with_permutation_importance_gets_its_section(store: RunStore):
+    from dataclasses import replace
+
+    from tests.fakes import fake_importance
+
+    run_id = store.create_run(make_config(), name="central")
+    store.set_status(run_id, "running")
+    store.finish(
+        run_id,
+        status="finished",
+        test=replace(make_test_report(), importance=fake_importance(("cat_id", "clock_sin"))),
+        baselines=BASELINES,
+        timing={},
+        model_path=None,
+    )
+    page = report_of(store, run_id)
+    importance = section(page, "importance")
+    assert len(FIGURE_DIV.findall(importance)) == 2  # acc@1 lost per feature, and who each feature helps
+    assert "central: Shuffling clock_sin costs the most" in importance

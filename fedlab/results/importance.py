@@ -112,3 +112,16 @@ def importance_text(table: pd.DataFrame) -> str:
 
 def _them(names: list[str]) -> str:
     return "it" if len(names) == 1 else "them"
+
+
+def importance_line(importance: Mapping | None, *, top: int = 5) -> str | None:
+    """The CLI's line: the `top` features whose shuffling costs the most acc@1, with their spread."""
+    table = importance_table(importance)
+    if table.empty:
+        return None
+    parts = [
+        f"{r.feature} {r.drop * 100:+.1f} ± {r.spread * 100:.1f} pts (helps {r.helped:.0%} of clients)"
+        for r in table.head(top).itertuples(index=False)
+    ]
+    more = f", {len(table) - top} more in test.importance" if len(table) > top else ""
+    return "acc@1 lost when a feature is shuffled: " + ", ".join(parts) + more
