@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from fedlab.records import communication_totals
-from fedlab.runs.store import Run
+from fedlab.runs.store import Run, RunStore
 from fedlab.runs.sweeps import REFERENCE, Sweep, ablation_label
 
 COLUMNS = [
@@ -90,3 +90,31 @@ def sweep_text(table: pd.DataFrame, kind: str) -> str:
         f"Adding **{best['feature']}** helps the most: {best['accuracy_delta'] * 100:+.1f} pts of acc@1 over the "
         "base run."
     )
+
+
+def stored_sweep(store: RunStore, sweep: Sweep) -> tuple[pd.DataFrame, dict | None, float | None]:
+    """(the sweep's table, the reference run's baselines, the sweep's total seconds) from the store."""
+    runs = {run_id: store.get_run(run_id) for run_id in sweep.run_ids}
+    rows = [
+        member_row(sweep, run_id, role, feature, runs[run_id], store.rounds(run_id) if runs[run_id] else None)
+        for run_id, role, feature in sweep.members
+    ]
+    reference = runs.get(sweep.run_ids[0]) if sweep.run_ids else None
+    return sweep_table(rows), (reference.baselines if reference else None), total_seconds(list(runs.values()))
+
+
+def sweep_lines(table: pd.DataFrame, seconds: float | None) -> list[str]:
+    """The CLI's table: one line per run (acc@1, loss and MB with their deltas against the reference)."""
+    lines = [f"{'run':<28} {'status':<9} {'acc@1':>7} {'Δ pts':>7} {'loss':>7} {'Δ loss':>7} {'MB':>8} {'Δ MB':>8}"]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"{r.run:<28} {r.status:<9} {_cell(r.accuracy, 100, '.2f')} {_cell(r.accuracy_delta, 100, '+.2f')} "
+            f"{_cell(r.loss, 1, '.4f')} {_cell(r.loss_delta, 1, '+.4f')} {_cell(r.megabytes, 1, '.2f', 8)} "
+            f"{_cell(r.megabytes_delta, 1, '+.2f', 8)}"
+        )
+    lines.append(f"total time {seconds:.1f} s" if seconds is not None else "total time: not ended")
+    return lines
+
+
+def _cell(value, scale: float, spec: str, width: int = 7) -> str:
+    return f"{value * scale:{spec}}".rjust(width) if value is not None and value == value else "-".rjust(width)

@@ -141,11 +141,17 @@ def _tables(conn: sqlite3.Connection) -> None:
         )""")
 
 
-def record_sweep(store: RunStore, plan: SweepPlan, run_ids: Sequence[str], *, session_id: str = "") -> str:
+def new_sweep_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def record_sweep(
+    store: RunStore, plan: SweepPlan, run_ids: Sequence[str], *, session_id: str = "", sweep_id: str = ""
+) -> str:
     """Stores the group of already created runs (in the plan's order); returns the sweep's id."""
     if len(run_ids) != len(plan.runs):
         raise ValueError(f"{len(plan.runs)} planned runs but {len(run_ids)} run ids")
-    sweep_id = uuid.uuid4().hex[:12]
+    sweep_id = sweep_id or new_sweep_id()
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     with store._write() as conn:  # the store's own write transaction (same package)
         _tables(conn)
