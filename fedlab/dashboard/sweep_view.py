@@ -60,6 +60,8 @@ def sweep_controls(values: Mapping) -> str | None:
             "Features to leave out" if kind == "leave-one-out" else "Features to add",
             options,
             default=options if kind == "leave-one-out" else [],
+            help="One run per feature chosen here, "
+            + ("without it." if kind == "leave-one-out" else "with it added to the features above."),
             key=f"train_sweep_features_{kind}_{zlib.crc32(','.join(options).encode()):08x}",  # new options, new widget
         )
         if not st.button("Queue the sweep", key="train_btn_sweep", icon=":material/science:", help=SWEEP_HELP):

@@ -167,7 +167,7 @@ def record_sweep(
 
 
 def list_sweeps(store: RunStore) -> list[Sweep]:
-    """Every sweep of the store, newest first (an empty list for a store without sweeps)."""
+    """Every sweep with a run left, newest first (an empty list for a store without sweeps)."""
     with store._read() as conn:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sweeps'").fetchone() is None:
             return []
@@ -186,6 +186,7 @@ def list_sweeps(store: RunStore) -> list[Sweep]:
             members=tuple(by_sweep.get(row["id"], ())),
         )
         for row in rows
+        if by_sweep.get(row["id"])
     ]
 
 
