@@ -217,7 +217,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if config.mode == "federated":  # fail in seconds, before data or model
         from fedlab.learning.runtime import check_local_worker_allowed, check_workers
 
-        check_workers(config.workers) if config.workers else check_local_worker_allowed()
+        if config.workers:
+            check_workers(config.workers)
+        else:
+            check_local_worker_allowed()
     from fedlab.learning.engine import experiment_factory
     from fedlab.results.sweep_table import stored_sweep, sweep_lines
     from fedlab.runs.sweeps import ablation_label, create_runs, get_sweep, train_sweep
