@@ -87,7 +87,7 @@ def test_a_finished_runs_test_holds_the_importance_of_its_model_inputs(tiny_data
 
     features = ("cat_id", "user_id", "clock_sin", "clock_cos")
     config = ExperimentConfig(
-        data=tiny_data.config, mode="centralized", features=features, gru_units=8, embedding_dim=4, rounds=3
+        data=tiny_data.config, mode="centralized", features=features, gru_units=8, embedding_dim=4, rounds=2
     )
     experiment = Experiment(config, data=tiny_data, cache=build_cache)
     try:

@@ -248,6 +248,7 @@ def test_the_train_page_refuses_an_empty_sweep_in_one_line(db):
 
 
 @pytest.mark.tff
+@pytest.mark.slow
 def test_a_tiny_federated_leave_one_out_sweep(tiny_data, build_cache, tmp_path):
     from fedlab.learning.engine import Experiment
     from tests.helpers import TINY
