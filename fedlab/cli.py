@@ -208,8 +208,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fedlab.runs.store import RunStore
     from fedlab.runs.sweeps import check_finished, plan_sweep
 
-    store = RunStore(_store_path(args))
-    config = check_finished(store, args.from_run) if args.from_run else experiment_config_from(args)
+    if args.from_run:  # reading a run must not create a store where there is none
+        path = _store_path(args)
+        if not path.is_file():
+            raise ConfigError(f"no run with id {args.from_run!r}: there is no run store at {path}")
+        config = check_finished(RunStore(path), args.from_run)
+    else:
+        config = experiment_config_from(args)
     swept = _comma_list(args.sweep_features) if args.sweep_features is not None else None
     if swept is None and args.kind == "leave-one-out":
         swept = config.features
@@ -225,6 +230,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fedlab.results.sweep_table import stored_sweep, sweep_lines
     from fedlab.runs.sweeps import ablation_label, create_runs, get_sweep, train_sweep
 
+    store = RunStore(_store_path(args))  # created only for a sweep that runs
     sweep_id, run_ids = create_runs(store, plan)
     print(f"sweep {sweep_id} ({plan.name}): {len(run_ids)} runs into {store.path}", flush=True)
     done = []
