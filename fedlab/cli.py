@@ -1,4 +1,4 @@
-"""`python -m fedlab ...`: data-stats, run, runs, demo, lessons, bench, report, worker."""
+"""`python -m fedlab ...`: data-stats, run, sweep, runs, demo, lessons, bench, report, worker."""
 
 from __future__ import annotations
 
@@ -206,6 +206,64 @@ def _store_path(args: argparse.Namespace) -> Path:
     return Path(args.db).expanduser().resolve() if args.db else default_path()
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fedlab.runs.store import RunStore
+    from fedlab.runs.sweeps import check_finished, plan_sweep
+
+    if args.from_run:  # reading a run must not create a store where there is none
+        path = _store_path(args)
+        if not path.is_file():
+            raise ConfigError(f"no run with id {args.from_run!r}: there is no run store at {path}")
+        config = check_finished(RunStore(path), args.from_run)
+    else:
+        config = experiment_config_from(args)
+    swept = _comma_list(args.sweep_features) if args.sweep_features is not None else None
+    if swept is None and args.kind == "leave-one-out":
+        swept = config.features
+    plan = plan_sweep(config, swept or (), kind=args.kind, name=args.name or "")
+    if config.mode == "federated":  # fail in seconds, before data or model
+        from fedlab.learning.runtime import check_local_worker_allowed, check_workers
+
+        if config.workers:
+            check_workers(config.workers)
+        else:
+            check_local_worker_allowed()
+    from fedlab.learning.engine import experiment_factory
+    from fedlab.results.sweep_table import stored_sweep, sweep_lines
+    from fedlab.runs.sweeps import ablation_label, create_runs, get_sweep, train_sweep
+
+    store = RunStore(_store_path(args))  # created only for a sweep that runs
+    sweep_id, run_ids = create_runs(store, plan)
+    print(f"sweep {sweep_id} ({plan.name}): {len(run_ids)} runs into {store.path}", flush=True)
+    done = []
+
+    def started(planned) -> None:
+        print(f"[{len(done) + 1}/{len(run_ids)}] {ablation_label(plan.kind, planned.feature)} …", flush=True)
+
+    def ended(planned, status: str) -> None:
+        done.append(status)
+        run = store.get_run(run_ids[len(done) - 1])
+        result = f"test acc@1 {run.test['accuracy']:.4f}" if run.test else (run.error or "no test")
+        print(f"    {status}: {result}", flush=True)
+
+    statuses = train_sweep(store, plan, run_ids, experiment_factory(), on_start=started, on_end=ended)
+    sweep = get_sweep(store, sweep_id)
+    table, baselines, seconds = stored_sweep(store, sweep)
+    print("\n".join(sweep_lines(table, seconds)))
+    if baselines:
+        print("baselines on the full run's targets: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
+    if args.json_out:
+        payload = {
+            "sweep": {"id": sweep_id, "name": plan.name, "kind": plan.kind, "features": list(plan.features)},
+            "total_seconds": seconds,
+            "baselines": baselines,
+            "runs": json.loads(table.to_json(orient="records")),
+        }
+        Path(args.json_out).write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json_out}")
+    return 0 if statuses and statuses[0] == "finished" else 1
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from fedlab.runs.store import RunStore
 
@@ -278,6 +336,10 @@ def _print_result(result: dict) -> None:
         )
     if attack := test.get("attack"):
         print(_attack_line(attack))
+    from fedlab.results.importance import importance_line
+
+    if line := importance_line(test.get("importance")):
+        print(line)
     print("baselines on the same targets: " + ", ".join(f"{k} {v:.4f}" for k, v in result["baselines"].items()))
     sent = communication_totals(result["rounds"])
     if sent["mb_down"] or sent["mb_up"]:
@@ -356,6 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not record the run in the run store (the dashboard will not list it)",
     )
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="an ablation sweep: the full run plus one run without each feature (or the base plus one with each)",
+        description="Trains, one after the other, the run these settings make and one run per swept feature "
+        "(leave-one-out: without it; add-one: with it added to the base set), as a named group in the run store, "
+        "then prints acc@1, loss and MB of each against the reference run.",
+    )
+    _add_data_options(sweep)
+    _add_training_options(sweep)
+    sweep.add_argument("--kind", choices=("leave-one-out", "add-one"), default="leave-one-out", help="the sweep")
+    sweep.add_argument(
+        "--sweep-features",
+        help="comma-separated features to leave out (default: every feature of the run) or to add (add-one)",
+    )
+    sweep.add_argument("--from", dest="from_run", metavar="RUN_ID", help="sweep the settings of a finished run")
+    sweep.add_argument("--json-out", help="write the sweep's table, baselines and total time to this JSON file")
+    sweep.add_argument("--db", help=_DB_HELP)
+    sweep.set_defaults(func=cmd_sweep)
 
     runs = sub.add_parser("runs", help="list the stored runs: id, status, test acc@1, name")
     runs.add_argument("--db", help=_DB_HELP)

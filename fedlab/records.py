@@ -54,6 +54,10 @@ class TestReport:
     # Under attack (see fedlab.data.attacks.attack_summary): "kind", "malicious_clients", "honest_accuracy",
     # "honest_examples", and for the targeted attack "pair" [A, B] and "success"; None for a run without attack.
     attack: dict | None = None
+    # Permutation importance of the kept model (see fedlab.results.importance.importance_summary): "metric",
+    # "repeats", "clients", and "features": feature -> {"drop", "spread", "helped", "hurt", "client_spread"};
+    # None for runs tested before it was measured.
+    importance: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

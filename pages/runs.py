@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from fedlab.dashboard import access, history, presentation, results, state
+from fedlab.dashboard import access, history, presentation, results, state, sweep_view
 from fedlab.results import charts
 
 state.ensure_navigation()
@@ -33,3 +33,4 @@ results.run_panel(run.id)
 if run.test:
     with st.expander("Per-category accuracy and confusion matrix"):
         results.class_details({run.name: run.test}, colors=charts.distinct_colors([run.name]), key=f"runs_{run.id}")
+sweep_view.sweeps_section()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from fedlab.dashboard import history, presentation, results, settings, sources, state
+from fedlab.dashboard import history, presentation, results, settings, sources, state, sweep_view
 
 state.ensure_navigation()
 
@@ -31,6 +31,8 @@ def settings_column() -> None:
         run_id = settings.submit(values)
         if run_id is not None:
             history.open_train_run(run_id)
+    if (reference := sweep_view.sweep_controls(values)) is not None:
+        history.open_train_run(reference)
 
 
 def results_column(*, narrow: bool) -> None:

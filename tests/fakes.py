@@ -15,6 +15,7 @@ from fedlab.config import ExperimentConfig
 from fedlab.records import RoundRecord
 from fedlab.records import TestReport as Report  # not a pytest test class
 from fedlab.results.baselines import BASELINE_LABELS
+from fedlab.results.importance import importance_summary
 
 CLASSES = ("Food", "Home", "Work")
 CLIENTS = ("1", "2", "3", "4")  # the clients averaged each round
@@ -23,6 +24,19 @@ TEST_CLIENTS = {
     f"u{i}": {"accuracy": round(0.2 + 0.05 * i, 2), "examples": 5 + i, "checkins": 20 * i} for i in range(1, 9)
 }
 ROUND_SECONDS = 0.02
+IMPORTANCE_REPEATS = 2
+
+
+def fake_importance(features: tuple[str, ...]) -> dict:
+    """Permutation importance from hand-made hit counts over TEST_CLIENTS: the k-th feature costs each client k
+    hits when shuffled (one more in the second repeat), except on the first client, where it gains one."""
+    examples = [entry["examples"] for entry in TEST_CLIENTS.values()]
+    base = [examples[0] - 2, *(n - 1 for n in examples[1:])]
+    shuffled = [
+        [[base[0] + 1, *(max(b - k - r, 0) for b in base[1:])] for r in range(IMPORTANCE_REPEATS)]
+        for k in range(len(features))
+    ]
+    return importance_summary(base_hits=base, shuffled_hits=shuffled, examples=examples, features=features)
 
 
 class FakeFactory:
@@ -115,6 +129,7 @@ class FakeExperiment:
             confusion=[[5, 3, 2], [1, 8, 2], [2, 2, 8]],
             class_names=list(CLASSES),
             personalized=tuned,
+            importance=fake_importance(self.config.features),
         )
 
     def baselines(self) -> dict[str, float]:

@@ -133,7 +133,11 @@ def test_run_writes_the_json_and_the_tensorboard_log_and_leaves_no_worker(tmp_pa
     assert [r["round"] for r in result["rounds"]] == [1, 2]
     assert set(result["test"]) >= {"accuracy", "top5_accuracy", "mrr", "loss", "examples", "per_client", "per_class"}
     assert set(result["baselines"]) == {"majority", "repeat_last", "user_most_frequent", "markov", "user_markov"}
-    assert set(result["timing"]) >= {"preprocess_seconds", "build_seconds", "train_seconds"}
+    assert set(result["timing"]) >= {"preprocess_seconds", "build_seconds", "train_seconds", "importance_seconds"}
+    # Every feature of the central preset has its drop in acc@1 when shuffled, and its spread over the repeats.
+    assert set(result["test"]["importance"]["features"]) == set(result["config"]["features"])
+    assert all({"drop", "spread", "helped"} <= set(f) for f in result["test"]["importance"]["features"].values())
+    assert "acc@1 lost when a feature is shuffled: " in out.stdout
     assert tagged_workers(tag) == []
     (log_dir,) = (tmp_path / "tb").iterdir()
     assert log_dir.name.startswith("central-") and f"TensorBoard log in {log_dir}" in out.stdout

@@ -196,3 +196,43 @@ def test_prepare_trains_each_missing_run_once_with_a_line_each_and_then_skips_th
     assert prepare(store, experiment_factory=factory, say=again.append)["skipped"] == total
     assert all("already stored" in line for line in again[:-1])
     assert all("of 3 runs ready" not in line or "3 of 3" in line for line in describe(store))
+
+
+def test_features_note_sets_each_added_feature_against_its_permutation_importance():
+    from fedlab.results.importance import importance_summary
+
+    base_features = ("cat_id", "clock_sin")
+
+    def report(features, cost):  # 2 clients of 10 targets; shuffling feature i loses cost[i] hits on each
+        base = [8, 6]
+        shuffled = [[[8 - c, 6 - c]] for c in cost]
+        return {
+            "importance": importance_summary(
+                base_hits=base, shuffled_hits=shuffled, examples=[10, 10], features=features
+            )
+        }
+
+    runs = {
+        notes.FEATURES_BASE: numbers(0.30, test=report(base_features, [2, 0])),
+        notes.WITH_USER: numbers(0.34, test=report((*base_features, "user_id"), [2, 0, 0])),
+        notes.WITH_VENUE: numbers(0.305, test=report((*base_features, "venue_id"), [2, 0, 1])),
+    }
+    text = notes.features(runs)
+    assert "with user_id reached test acc@1 34.0% against 30.0% (category and time): +4.0 points" in text
+    assert "shuffling cat_id within each client costs the most: +20.0 points" in text and "helps 100%" in text
+    # user_id is one value per client: its importance is 0 by construction, whatever adding it did.
+    assert "Shuffling user_id costs exactly nothing" in text and "moved acc@1 +4.0 points" in text
+    # venue_id: the kept model leans on it (10 points) while adding it gained half a point: they disagree.
+    assert (
+        "Shuffling venue_id costs +10.0 points of the run that has it, against +0.5 for adding it: they disagree"
+        in text
+    )
+
+
+def test_the_features_lesson_is_an_add_one_sweep_from_the_lesson_base():
+    lesson = lesson_by_key("features")
+    assert [run.config.features for run in lesson.runs[1:]] == [
+        (*BASE.features, "user_id"),
+        (*BASE.features, "venue_id"),
+    ]
+    assert all(run.config.replace(features=BASE.features, name="") == BASE.replace(name="") for run in lesson.runs)

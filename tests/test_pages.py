@@ -185,6 +185,7 @@ def test_run_trains_and_its_rounds_reach_the_charts_and_the_table(db):
     assert table.loc["acc@1 (test accuracy)"].iloc[0] == "45.7%"
     assert table.loc["baseline · Majority class"].iloc[0] == "10.0%"
     assert at.query_params["run"] == [run.id]
+    assert any(s["layout"]["title"]["text"].startswith("Which features matter") for s in chart_specs(at))
 
 
 def test_a_bad_setting_shows_an_error_not_an_exception(db):

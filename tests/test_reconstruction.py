@@ -49,6 +49,8 @@ def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_m
     assert len(records) == 2 and all(math.isfinite(r.train_loss) and math.isfinite(r.val_loss) for r in records)
     # Scored like every run: the same test targets, each client with its own user part re-learnt first.
     assert report.examples == plain_report.examples and 0 < report.accuracy <= 1
+    # Its permutation importance comes from each client's own re-learnt model, for every feature it was given.
+    assert set(report.importance["features"]) == set(HABITS) and report.importance["clients"] == len(report.per_client)
     # The server never held a trained user part: the kept model's user layers are still their initial values,
     # while its global layers moved.
     initial, kept = experiment.initial_model().get_weights(), experiment.trained_model().get_weights()

@@ -365,3 +365,24 @@ def test_the_settings_say_which_training_path_the_run_recorded(store: RunStore):
     assert "<th>training path</th><td>not recorded</td>" in section(
         report_of(store, add_finished_run(store)), "settings"
     )
+
+
+def test_a_run_with_permutation_importance_gets_its_section(store: RunStore):
+    from dataclasses import replace
+
+    from tests.fakes import fake_importance
+
+    run_id = store.create_run(make_config(), name="central")
+    store.set_status(run_id, "running")
+    store.finish(
+        run_id,
+        status="finished",
+        test=replace(make_test_report(), importance=fake_importance(("cat_id", "clock_sin"))),
+        baselines=BASELINES,
+        timing={},
+        model_path=None,
+    )
+    page = report_of(store, run_id)
+    importance = section(page, "importance")
+    assert len(FIGURE_DIV.findall(importance)) == 2  # acc@1 lost per feature, and who each feature helps
+    assert "central: Shuffling clock_sin costs the most" in importance

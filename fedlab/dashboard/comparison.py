@@ -9,6 +9,7 @@ import html
 import streamlit as st
 
 from fedlab.dashboard.history import report_download
+from fedlab.dashboard.importance_view import importance_section
 from fedlab.dashboard.presentation import show_chart
 from fedlab.dashboard.results import (
     attack_results,
@@ -97,8 +98,9 @@ def _compare_view(runs: list[Run]) -> None:
         {label: run.test["accuracy"] for label, run in tested.items()}, first.baselines or {}, colors=colors
     )
     show_chart(fig, key="compare_baselines")
-    attack_results(tested, clean, colors=colors, key="compare")
     reports = {label: run.test for label, run in tested.items()}
+    importance_section(reports, colors=colors, key="compare")
+    attack_results(tested, clean, colors=colors, key="compare")
     class_details(reports, colors=colors, key="compare")
     show_chart(charts.per_client_accuracy(reports, colors=colors), key="compare_clients")
     st.caption("How test accuracy spreads over clients, for each run. Overlap shows where the two models agree.")

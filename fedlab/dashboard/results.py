@@ -14,6 +14,7 @@ import streamlit as st
 
 from fedlab.config import ExperimentConfig
 from fedlab.dashboard import access
+from fedlab.dashboard.importance_view import importance_section, who_helps
 from fedlab.dashboard.presentation import presenting, show_chart
 from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, session_id, show_error
 from fedlab.results import attack_view, charts, fairness
@@ -297,6 +298,7 @@ def show_test_results(run: Run, *, colors: Mapping[str, str], key: str, narrow: 
         "Baselines are simple predictors scored on exactly the same test targets. A model that does not "
         "beat 'Repeat last category' or the Markov chains has learned little."
     )
+    importance_section({run.name: test}, colors=colors, key=key)
     attack_results({run.name: run}, clean, colors=colors, key=key)
     if test.get("per_client"):
         show_chart(charts.per_client_accuracy({run.name: test}, colors=colors), key=f"{key}_clients")
@@ -421,6 +423,7 @@ def fairness_view(reports: Mapping[str, Mapping], *, colors: Mapping[str, str], 
         "Each dot is one client; check-ins count all of its check-ins (train, validation and test). If "
         "the dots climb to the right, users with little data are served worse."
     )
+    who_helps(reports, colors=colors, key=key)
 
 
 def explain_panel(run: Run, rounds: pd.DataFrame) -> None:

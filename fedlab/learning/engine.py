@@ -138,6 +138,7 @@ class Experiment:
         self._processes = None
         self._initial_weights: list[np.ndarray] | None = None
         self._best_weights: list[np.ndarray] | None = None
+        self._client_importance_hits: tuple | None = None  # set by a reconstruction test (see _importance)
         self.attack: attacks.Attack | None = None  # set by build() when some clients are malicious
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -423,6 +424,7 @@ class Experiment:
             class_names=self.data.class_names,
             checkins=self.data.checkins,
         )
+        report = dataclasses.replace(report, importance=self._importance(model))
         if self.attack is not None:
             report = dataclasses.replace(report, attack=self._attack_summary(report))
         if self.config.personalize_epochs == 0:
@@ -441,13 +443,34 @@ class Experiment:
             probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
         return probs, targets
 
+    def _importance(self, model: tf.keras.Model) -> dict:
+        """Permutation importance of the kept model (see fedlab.learning.importance), from each client's own test
+        sequences; under reconstruction, from the hits each client's re-learnt model counted during the test."""
+        from fedlab.learning.importance import shuffled_hits
+        from fedlab.results.importance import importance_summary
+
+        started = time.perf_counter()
+        hits = self._client_importance_hits
+        if hits is None:
+            hits = shuffled_hits(model, self.data.test, self.spec.features, seed=self.config.seed)
+        base, shuffled, examples = hits
+        summary = importance_summary(
+            base_hits=base, shuffled_hits=shuffled, examples=examples, features=self.spec.features
+        )
+        self.timing["importance_seconds"] = round(
+            time.perf_counter() - started + self.timing.pop("reconstructed_importance_seconds", 0.0), 3
+        )
+        return summary
+
     def _reconstructed_probs(self, model: tf.keras.Model) -> tuple[dict, dict]:
         """Federated Reconstruction's test: per client, the kept global part with its user part at its initial
         values (as `model` holds them), that part alone re-learnt on the client's earlier check-ins for the local
         epochs (plain SGD, as in training), then its test sequences predicted."""
+        from fedlab.learning.importance import ClientHits
         from fedlab.learning.personalize import personalized_probs
 
         started = time.perf_counter()
+        collect = ClientHits(self.data.test, self.spec.features, seed=self.config.seed)
         out = personalized_probs(
             model,
             self.data,
@@ -457,8 +480,11 @@ class Experiment:
             batch_size=self.config.batch_size,
             seed=self.config.seed,
             train_only=user_layer_names(self.spec),
+            on_client=collect,
         )
-        self.timing["reconstruct_seconds"] = round(time.perf_counter() - started, 3)
+        self._client_importance_hits = collect.result()
+        self.timing["reconstructed_importance_seconds"] = collect.seconds
+        self.timing["reconstruct_seconds"] = round(time.perf_counter() - started - collect.seconds, 3)
         return out
 
     def _attack_summary(self, report: TestReport) -> dict:

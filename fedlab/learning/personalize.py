@@ -6,6 +6,8 @@ device): the data never leaves the client, and the per-user Markov baseline gets
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
@@ -31,10 +33,12 @@ def personalized_probs(
     batch_size: int,
     seed: int,
     train_only: tuple[str, ...] | None = None,
+    on_client: Callable[[tf.keras.Model, int], None] | None = None,
 ) -> tuple[dict, dict]:
     """Per client: start from the shared weights, run `epochs` of plain SGD on its own history, predict its
     test sequences. Returns (probabilities, targets) by client id; the model ends with the shared weights.
     `train_only` names the layers that learn (Federated Reconstruction's user part); None: every trainable one.
+    `on_client(model, i)` is called with each client's adapted model, after its test sequences are predicted.
 
     Plain SGD keeps no state, so one compiled model serves every client (compiling per client leaks).
     """
@@ -56,6 +60,8 @@ def personalized_probs(
                 model.fit(inputs, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
             logits = model.predict_on_batch({f: test_inputs[f] for f in features})
             probs[client], targets[client] = tf.nn.softmax(logits).numpy(), test_targets
+            if on_client is not None:
+                on_client(model, i)
     finally:
         model.set_weights(shared)
         for layer in frozen:

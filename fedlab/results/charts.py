@@ -794,3 +794,119 @@ def presentation_figure(fig: go.Figure, *, scale: float = 1.4) -> go.Figure:
         font={"size": round(font * scale)}, title_font={"size": round(title * scale)}, height=round(height * scale)
     )
     return big
+
+
+# ----- which features matter -----
+
+
+def feature_importance(tables: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Permutation importance of one or more runs side by side: acc@1 lost when each feature is shuffled within
+    each client (bars), with its spread over the repeats (error bars); the first run's most important on top.
+
+    `tables` maps a label to fedlab.results.importance.importance_table (feature, drop, spread, ...).
+    """
+    colors = dict(colors or distinct_colors(tables))
+    order = _feature_order(tables)
+    fig = go.Figure()
+    for label, table in tables.items():
+        rows = table.set_index("feature").reindex(order)
+        fig.add_trace(
+            go.Bar(
+                x=rows["drop"],
+                y=order,
+                orientation="h",
+                name=label,
+                marker_color=colors.get(label, color_for(label)),
+                error_x={"type": "data", "array": rows["spread"].tolist(), "visible": True, "color": KEY_COLOR},
+                hovertemplate="%{y}: %{x:+.2%} acc@1 lost<extra>" + label + "</extra>",
+            )
+        )
+    _layout(
+        fig,
+        title="Which features matter: acc@1 lost when one is shuffled",
+        x_title="acc@1 lost (points; error bar: spread over repeats)",
+        y_title="feature shuffled",
+        legend=len(tables) > 1,
+    )
+    fig.update_xaxes(tickformat=".1%", zeroline=True, zerolinecolor=KEY_COLOR)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(barmode="group", height=140 + 26 * len(order) * max(1, len(tables)))
+    return fig
+
+
+def feature_helped(tables: Mapping[str, pd.DataFrame], *, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Who each feature helps: the share of clients whose own acc@1 drops when it is shuffled (bars), the spread
+    of the clients' own drops written beside each bar."""
+    colors = dict(colors or distinct_colors(tables))
+    order = _feature_order(tables)
+    fig = go.Figure()
+    for label, table in tables.items():
+        rows = table.set_index("feature").reindex(order)
+        fig.add_trace(
+            go.Bar(
+                x=rows["helped"],
+                y=order,
+                orientation="h",
+                name=label,
+                marker_color=colors.get(label, color_for(label)),
+                text=[f"± {s * 100:.1f} pts" if s == s else "" for s in rows["client_spread"]],
+                textposition="outside",
+                cliponaxis=False,
+                customdata=np.stack([rows["hurt"], rows["client_spread"]], axis=1),
+                hovertemplate="%{y}: helps %{x:.0%} of clients, hurts %{customdata[0]:.0%}; clients' own drops "
+                "spread ± %{customdata[1]:.1%}<extra>" + label + "</extra>",
+            )
+        )
+    _layout(
+        fig,
+        title="Who each feature helps: share of clients it helps",
+        x_title="clients whose own acc@1 drops when it is shuffled (share; text: spread across clients)",
+        y_title="feature",
+        legend=len(tables) > 1,
+    )
+    fig.update_xaxes(tickformat=".0%", range=[0, 1.15])
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(barmode="group", height=140 + 26 * len(order) * max(1, len(tables)))
+    return fig
+
+
+def _feature_order(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    order: list[str] = []
+    for table in tables.values():
+        order += [f for f in table["feature"] if f not in order]
+    return order
+
+
+def sweep_accuracy(table: pd.DataFrame, baselines: Mapping[str, float], *, color: str = CENTRAL_COLOR) -> go.Figure:
+    """An ablation sweep's test acc@1 per run (the reference run first, darker), a dashed line at the
+    reference's acc@1 and grey bars for the baselines on the same targets.
+
+    `table` is fedlab.results.sweep_table.sweep_table (run, accuracy, accuracy_delta, ...)."""
+    done = table.dropna(subset=["accuracy"])
+    names = [*done["run"], *(BASELINE_LABELS.get(k, k) for k in baselines)]
+    values = [*done["accuracy"], *baselines.values()]
+    deltas = [f" ({d * 100:+.1f} pts)" if i else "" for i, d in enumerate(done["accuracy_delta"])]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker={
+                "color": [color] * len(done) + [BASELINE_COLOR] * len(baselines),
+                "opacity": [1.0] + [0.6] * (len(values) - 1) if values else 1.0,
+            },
+            text=[f"{v:.1%}{d}" for v, d in zip(values, deltas + [""] * len(baselines))],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    if len(done):
+        fig.add_vline(x=float(done["accuracy"].iloc[0]), line_dash="dash", line_color=KEY_COLOR)
+    _layout(fig, title="Ablation sweep: test acc@1 of each run", x_title="test accuracy (acc@1)", y_title="run")
+    fig.update_layout(showlegend=False)
+    fig.update_xaxes(tickformat=".0%", range=[0, min(1.0, max(values, default=0) * 1.25 + 0.05)])
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(height=120 + 30 * len(names))
+    return fig

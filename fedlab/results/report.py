@@ -31,6 +31,7 @@ from markupsafe import Markup
 from fedlab.errors import FedlabError
 from fedlab.results import attack_view, charts
 from fedlab.results.fairness import FAIRNESS_CLIENTS, best_and_worst, client_table, correlation_text
+from fedlab.results.importance import importance_table, importance_text
 from fedlab.results.metrics_table import metrics_table, num, pct
 from fedlab.results.privacy import dp_epsilon, sampling_rate
 from fedlab.results.settings_text import settings_rows
@@ -107,6 +108,7 @@ def run_report_html(
         "curves": _curves_section(entries, colors),
         "metrics": _metrics_section(entries, colors, references),
         "attack": _attack_section(entries, colors, references),
+        "importance": _importance_section(entries, colors),
         "classes": _classes_section(entries, colors),
         "clients": _clients_section(entries, colors),
         "fairness": _fairness_section(entries, colors),
@@ -257,6 +259,19 @@ def _attack_section(
         "figures": charts_shown,
         "references": [(label, ref.name, ref.id) for label, ref in references.items() if ref is not None],
         "missing": [label for label, ref in references.items() if ref is None],
+    }
+
+
+def _importance_section(entries: list[_Entry], colors: dict[str, str]) -> dict[str, Any] | None:
+    """Permutation importance of each run's kept model, and the share of clients each feature helps."""
+    tables = {e.label: importance_table((e.run.test or {}).get("importance")) for e in entries}
+    tables = {label: table for label, table in tables.items() if not table.empty}
+    if not tables:
+        return None
+    return {
+        "figure": charts.feature_importance(tables, colors=colors),
+        "helped": charts.feature_helped(tables, colors=colors),
+        "texts": [f"{label}: {importance_text(table)}".replace("**", "") for label, table in tables.items()],
     }
 
 

@@ -47,6 +47,7 @@ class _Job:
     config: ExperimentConfig
     session_id: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
+    group: str = ""  # runs queued together (an ablation sweep) count once against the session's limit
 
 
 class JobManager:
@@ -80,19 +81,22 @@ class JobManager:
 
     # ----- what pages call -----
 
-    def submit(self, config: ExperimentConfig, *, session_id: str = "", name: str = "") -> str:
+    def submit(self, config: ExperimentConfig, *, session_id: str = "", name: str = "", group: str = "") -> str:
         """Creates the run (queued) in the store and queues it; returns its id at once.
 
         Raises FedlabError, queuing nothing, when the session already has `queue_limit` runs queued or training.
         """
         self._refuse_if_closed()
-        self.check_room(session_id)
+        with self._changed:
+            joining = bool(group) and any(job.group == group for job in self._jobs())
+        if not joining:
+            self.check_room(session_id)
         # The database write happens outside the lock so polling pages are never held up by it.
         run_id = self.store.create_run(config, session_id=session_id, name=name)
-        job = _Job(run_id, config, session_id)
+        job = _Job(run_id, config, session_id, group=group)
         with self._changed:
             closed = self._closed
-            full = not closed and self._waiting(session_id) >= self._limit(session_id)
+            full = not closed and self._waiting(session_id, joining=group) >= self._limit(session_id)
             if not closed and not full:
                 self._queue.append(job)
                 self._start_worker()
@@ -173,10 +177,19 @@ class JobManager:
             if self._closed:
                 raise RuntimeError("the job manager has been shut down")
 
-    def _waiting(self, session_id: str) -> int:
+    def _jobs(self) -> list[_Job]:
         # Called with the lock held.
-        jobs = ([self._current] if self._current is not None else []) + list(self._queue)
-        return sum(1 for job in jobs if job.session_id == session_id)
+        return ([self._current] if self._current is not None else []) + list(self._queue)
+
+    def _waiting(self, session_id: str, *, joining: str = "") -> int:
+        # Called with the lock held. A group counts once; the group a run joins is not counted again.
+        return len(
+            {
+                job.group or job.run_id
+                for job in self._jobs()
+                if job.session_id == session_id and not (joining and job.group == joining)
+            }
+        )
 
     def _limit(self, session_id: str) -> float:
         # Runs of no session (demo runs) are queued by the app itself, never by a visitor.

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The store of the project folder, whatever the working directory: the dashboard, `fedlab run`, `fedlab demo`,
 # `fedlab runs` and `fedlab report` all use it unless FEDLAB_DB names another (see default_path).
-PROJECT_DB_PATH = Path(__file__).resolve().parents[2] / "runs" / "fedlab.db"  # the checkout's runs/
+PROJECT_DB_PATH = Path(__file__).resolve().parents[2] / "runs" / "fedlab.db"
 SCHEMA_VERSION = 3
 
 STATUSES = ("queued", "running", "testing", "finished", "stopped", "failed", "interrupted")

@@ -14,6 +14,7 @@ from typing import Any
 from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE
 from fedlab.results.attack_view import HONEST, attack_figures
 from fedlab.results.fairness import accuracy_checkins_correlation, client_table
+from fedlab.results.importance import importance_table
 from fedlab.results.privacy import dp_epsilon
 
 NOISE_POINTS = 1.0  # percentage points of test accuracy below which two small runs are called alike
@@ -306,3 +307,59 @@ def _defence_reading(lost: float, won: float, *, zeroed: int) -> str:
         share = "all" if won >= -lost else f"{won:.1f}"
         return f"The defence won back {share} of the {-lost:.1f} points the attack cost." + zeroing
     return "The defended run scored higher still." + zeroing
+
+
+FEATURES_BASE, WITH_USER, WITH_VENUE = "category and time", "with user_id", "with venue_id"
+
+
+def features(runs: Mapping[str, RunNumbers]) -> str:
+    """An add-one sweep from the lesson base (category and time), with the user's id and with the venue's id; each
+    run's permutation importance beside what adding the feature and retraining did."""
+    base, user, venue = runs[FEATURES_BASE], runs[WITH_USER], runs[WITH_VENUE]
+    parts = [
+        "Look at the test results table, then the 'Which features matter' chart and 'Who each feature helps'.",
+        versus(WITH_USER, user.accuracy, FEATURES_BASE, base.accuracy),
+        versus(WITH_VENUE, venue.accuracy, FEATURES_BASE, base.accuracy),
+    ]
+    top = importance_table(base.test.get("importance"))
+    if not top.empty:
+        first = top.iloc[0]
+        parts.append(
+            f"In the base run, shuffling {first['feature']} within each client costs the most: "
+            f"{first['drop'] * 100:+.1f} points (± {first['spread'] * 100:.1f} over the shuffles); it helps "
+            f"{first['helped']:.0%} of the clients, whose own drops spread ± {first['client_spread'] * 100:.1f} points."
+        )
+    parts.append(_added("user_id", user, points(user.accuracy, base.accuracy)))
+    parts.append(_added("venue_id", venue, points(venue.accuracy, base.accuracy)))
+    return " ".join(parts)
+
+
+def _added(feature: str, run: RunNumbers, gain: float) -> str:
+    """What shuffling the added feature cost the retrained run, against what adding it gained."""
+    table = importance_table(run.test.get("importance"))
+    row = table[table["feature"] == feature]
+    if row.empty:
+        return f"The run {feature} has no permutation importance (tested before it was measured)."
+    drop = 100 * float(row["drop"].iloc[0])
+    if feature == "user_id" and drop == 0:
+        return (
+            f"Shuffling user_id costs exactly nothing, since each client holds one user, while adding it moved acc@1 "
+            f"{gain:+.1f} points: permutation within a client cannot see what differs only between clients; the "
+            "retrained run can."
+        )
+    if _sense(drop) == _sense(gain):
+        verdict = "the two measures agree."
+    else:
+        verdict = (
+            "they disagree: what the kept model leans on is not what retraining without it loses (another feature "
+            "can make up for it, or the model learns to use it only when it has to)."
+        )
+    return (
+        f"Shuffling {feature} costs {drop:+.1f} points of the run that has it, against {gain:+.1f} for adding it: "
+        + verdict
+    )
+
+
+def _sense(value_points: float) -> int:
+    """+1 (helps), 0 (under NOISE_POINTS: too small to read) or -1 (hurts)."""
+    return 0 if abs(value_points) < NOISE_POINTS else (1 if value_points > 0 else -1)

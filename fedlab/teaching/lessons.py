@@ -18,6 +18,7 @@ from fedlab.config import DataConfig, ExperimentConfig
 from fedlab.records import communication_totals
 from fedlab.results.attack_view import defence_totals
 from fedlab.runs.store import ACTIVE_STATUSES, Run, RunStore
+from fedlab.runs.sweeps import plan_sweep
 from fedlab.teaching import lesson_notes as notes
 from fedlab.teaching.lesson_notes import RunNumbers
 
@@ -185,7 +186,26 @@ def lessons() -> list[Lesson]:
             ),
             notes.poisoning,
         ),
+        Lesson(
+            "features",
+            "Which features matter, and for whom",
+            "Two questions with two answers. Retrain with a feature added (an ablation sweep) to see what it is "
+            "worth; shuffle a feature among each client's own test sequences (permutation importance) to see how much "
+            "the kept model leans on it, and for which clients. They need not agree.",
+            _feature_sweep(),
+            notes.features,
+        ),
     ]
+
+
+def _feature_sweep() -> tuple[LessonRun, ...]:
+    """The lesson base and an add-one sweep from it: with the user's id, with the venue's id."""
+    plan = plan_sweep(BASE, ["user_id", "venue_id"], kind="add-one")
+    labels = (notes.FEATURES_BASE, notes.WITH_USER, notes.WITH_VENUE)
+    return tuple(
+        LessonRun(label, BASE if p.feature is None else p.config.replace(name=f"Lesson · {label}"))
+        for label, p in zip(labels, plan.runs)
+    )
 
 
 # Topics that wait for settings another part adds, as (topic, the ExperimentConfig fields it needs); each becomes
