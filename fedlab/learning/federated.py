@@ -212,7 +212,7 @@ def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_ro
 
 def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int):
     """TFF's FedAvg, FedProx or MIME-lite with this config's optimizers and aggregator; plain FedAvg trains shards
-    of users per TFF client call (`config.training_path`)."""
+    of users per TFF client call (`fedlab.config.training_path`)."""
     client = optimizer(config.client_optimizer, config.client_lr)
     server = optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum)
     if training_path(config)[0] == SHARDS:
