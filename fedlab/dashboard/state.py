@@ -28,6 +28,7 @@ import streamlit as st
 from fedlab.config import PRESETS, ExperimentConfig
 from fedlab.data.synthetic import SYNTHETIC_LABEL
 from fedlab.errors import ConfigError, FedlabError
+from fedlab.runs import access
 from fedlab.runs.jobs import JobManager, queue_limit_from_env
 from fedlab.runs.store import Run, RunStore, default_path
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 APP_ROOT = Path(__file__).resolve().parents[2]  # the checkout: app.py, assets/, data/ (fedlab is installed with -e)
 POLL_SECONDS = 1.0
 _VIEW_KEY = "_kept_view"  # what the last run drew, for keep_widget_state
+OWNER_KEY = "owner_key"  # set by fedlab.dashboard.signin for a signed-in user
 DEMO_SWITCH = "FEDLAB_DEMO_RUNS"  # "0" = never queue demo runs (the tests set it)
 
 # ----- resources shared by all sessions -----
@@ -87,6 +89,7 @@ def _start_jobs(path: str, factory_spec: str) -> JobManager:
         model_dir=Path(path).parent / "models",
         tensorboard_dir=Path(path).parent / "tensorboard",
         queue_limit=queue_limit_from_env(),
+        admit=access.admit,
     )
 
 
@@ -186,8 +189,10 @@ def init_session() -> None:
 
 
 def session_id() -> str:
+    """Who owns what this session queues: the signed-in user's key on a shared server (fedlab.dashboard.signin),
+    else the browser session's own id."""
     init_session()  # a page run on its own (without app.py) still gets one
-    return st.session_state["session_id"]
+    return st.session_state.get(OWNER_KEY) or st.session_state["session_id"]
 
 
 def data_source() -> DataSource:

@@ -66,9 +66,11 @@ class JobManager:
         model_dir: str | os.PathLike | None = None,
         tensorboard_dir: str | os.PathLike | None = None,
         queue_limit: int | None = None,
+        admit: Callable[[str], None] | None = None,
     ):
         self.store = store
         self._queue_limit = queue_limit
+        self._admit = admit  # raises FedlabError for an owner who may not queue (on a shared server: no user)
         self._factory = experiment_factory
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
@@ -107,6 +109,8 @@ class JobManager:
 
     def check_room(self, session_id: str, count: int = 1) -> None:
         """Raises FedlabError when `count` more runs of the session would pass the queue limit."""
+        if self._admit is not None:
+            self._admit(session_id)
         with self._changed:
             waiting, limit = self._waiting(session_id), self._limit(session_id)
         if waiting + count > limit:
