@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from fedlab.dashboard import access, history, presentation, results, state
+from fedlab.dashboard import access, history, presentation, queue_view, results, state
 from fedlab.results import charts
 
 state.ensure_navigation()
@@ -22,6 +22,8 @@ st.caption(
     "Best val accuracy: the highest validation accuracy of any round. Test accuracy (acc@1): the kept "
     "model (lowest validation loss) on the held-out last 20% of every client's check-ins."
 )
+
+queue_view.queue_section()
 
 run = history.run_picker(runs)
 st.divider()

@@ -249,3 +249,38 @@ def test_on_a_shared_server_only_an_admin_may_read_a_file_by_its_path(db, shared
 
     shared.setenv("FEDLAB_SHARED", "0")
     assert path_label in app().sidebar.radio(key="source_kind").options
+
+
+def test_queued_runs_show_their_place_and_expected_start_and_the_admin_moves_one_to_the_front(db, shared):
+    shared.setattr(fakes, "ROUND_SECONDS", 0.05)
+    ana = app("train")
+    sign_in(ana, "ana")
+    ana.number_input(key="train_rounds").set_value(400)
+    ana.button(key="train_btn_run").click().run()  # trains
+    ana.button(key="train_btn_run").click().run()  # waits
+    ben = app("train")
+    sign_in(ben, "ben")
+    ben.button(key="train_btn_run").click().run()
+    store = RunStore(db)
+    ben_run = next(run for run in store.list_runs() if run.session_id == "user:ben")
+    ana_second = next(run for run in store.list_runs() if run.session_id == "user:ana" and run.status == "queued")
+    (line,) = [i.value for i in ben.info if i.value.startswith("Queued")]
+    # Users take turns: ben's first run goes before ana's second, though queued after it.
+    assert line.startswith("Queued (1 run(s) ahead of it): place 1 in the queue, expected to start in about")
+
+    runs = app("runs")
+    runs.secrets["admin_password"] = PASSWORD
+    runs.run()
+    (queue,) = [frame.value for frame in runs.dataframe if list(frame.value.columns)[:2] == ["place", "run"]]
+    assert queue["user"].tolist() == ["ben", "ana"] and queue["place"].tolist() == [1, 2]
+    assert queue["expected start"].str.startswith("in about").all()
+    assert "queue_btn_front" not in button_keys(runs)  # for the admin only
+    unlock(runs, PASSWORD)
+    runs.selectbox(key="queue_pick").set_value(ana_second.id)
+    runs.button(key="queue_btn_front").click().run()
+    assert_clean(runs)
+    from fedlab.dashboard import state
+
+    assert state.job_manager().position(ana_second.id) == 1 and state.job_manager().position(ben_run.id) == 2
+    for run in store.list_runs():
+        state.job_manager().stop(run.id)

@@ -32,6 +32,11 @@ def shared() -> bool:
     return access.shared_from_env()
 
 
+def is_admin() -> bool:
+    """Unlocked with the admin password in this session (shared mode), or a personal machine."""
+    return not shared() or bool(st.session_state.get(_UNLOCKED))
+
+
 def can_change(run: Run) -> bool:
     return access.may_change(run, session_id(), shared=shared(), admin=bool(st.session_state.get(_UNLOCKED)))
 
