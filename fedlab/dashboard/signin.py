@@ -14,9 +14,9 @@ import streamlit as st
 
 from fedlab.dashboard import access
 from fedlab.dashboard.access import address, user_store
-from fedlab.dashboard.state import OWNER_KEY, db_path
-from fedlab.errors import FedlabError
-from fedlab.runs.users import TOKEN_MAX_AGE_S, owner_key, server_secret
+from fedlab.dashboard.state import OWNER_KEY, db_path, session_id
+from fedlab.errors import DataError, FedlabError
+from fedlab.runs.users import TOKEN_MAX_AGE_S, owner_key, quota_from_env, quota_refusal, server_secret
 
 COOKIE = "fedlab_user"
 _USER = "signed_in_user"
@@ -68,6 +68,22 @@ def sidebar() -> None:
             st.button("Sign in", key="signin_btn", type="primary", on_click=_sign_in)
             if st.session_state.get("signin_error"):
                 st.error(st.session_state.pop("signin_error"), icon=":material/error:")
+
+
+def check_upload(path, nbytes: int) -> None:
+    """On a shared server: DataError unless a user is signed in and the upload fits their quota."""
+    if not access.shared():
+        return
+    if current_user() is None:
+        raise DataError("Not uploaded: sign in first (sidebar); on a shared server each user has an upload quota.")
+    message = quota_refusal(user_store().uploaded_bytes(session_id(), besides=str(path)), nbytes, quota_from_env())
+    if message is not None:
+        raise DataError(message)
+
+
+def record_upload(path, nbytes: int) -> None:
+    if access.shared() and current_user() is not None:
+        user_store().record_upload(session_id(), str(path), nbytes)
 
 
 def _sign_in() -> None:

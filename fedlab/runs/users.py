@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedlab.errors import FedlabError
+from fedlab.errors import ConfigError, FedlabError
 
 OWNER_PREFIX = "user:"
 SECRET_FILE = "server_secret"
@@ -37,6 +37,8 @@ ADDRESS_LOCK_TRIES = 4 * LOCK_TRIES  # wrong student sign-ins from one address
 LOCK_WINDOW_S = 10 * 60
 LOCK_SECONDS = 5 * 60
 MIN_PASSWORD = 4
+QUOTA_VARIABLE = "FEDLAB_UPLOAD_QUOTA_MB"
+DEFAULT_QUOTA_MB = 400
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}$")
 # scrypt's cost: about 16 MiB and a few tens of milliseconds per check on the class server.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -66,6 +68,31 @@ def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise SignInError("A name is 1 to 32 letters, digits, spaces, dots, dashes or underscores, starting with one.")
     return name
+
+
+# ----- upload quota (pure) -----
+
+
+def quota_from_env() -> int:
+    """FEDLAB_UPLOAD_QUOTA_MB (default 400): how much one user may upload to a shared server, in bytes."""
+    text = os.environ.get(QUOTA_VARIABLE, "").strip()
+    try:
+        value = int(text) if text else DEFAULT_QUOTA_MB
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{QUOTA_VARIABLE} must be a whole number of at least 1, not {text!r}")
+    return value * 2**20
+
+
+def quota_refusal(uploaded: int, nbytes: int, quota: int) -> str | None:
+    """One line when an upload of `nbytes` would take a user past `quota`, having uploaded `uploaded`."""
+    if uploaded + nbytes <= quota:
+        return None
+    return (
+        f"Not uploaded: this file ({nbytes / 2**20:,.1f} MB) and your earlier uploads ({uploaded / 2**20:,.1f} MB) "
+        f"pass the {quota / 2**20:,.0f} MB upload quota per user ({QUOTA_VARIABLE} raises it)."
+    )
 
 
 # ----- passwords -----
@@ -169,6 +196,10 @@ class UserStore:
             )
             conn.execute("CREATE TABLE IF NOT EXISTS sign_in_failures (key TEXT NOT NULL, at REAL NOT NULL)")
             conn.execute("CREATE INDEX IF NOT EXISTS sign_in_failures_by_key ON sign_in_failures (key, at)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS uploads (owner TEXT NOT NULL, path TEXT NOT NULL, bytes INTEGER NOT NULL,"
+                " PRIMARY KEY (owner, path))"
+            )
 
     def sign_in(self, name: str, password: str, *, address: str = "", now: float | None = None) -> str:
         """Checks (or, at first use, sets) the password; returns the kept name. SignInError when refused."""
@@ -221,6 +252,20 @@ class UserStore:
         if salt is None or not token_valid(secret, token, salt, time.time() if now is None else now):
             return None
         return name
+
+    # ----- uploads -----
+
+    def uploaded_bytes(self, owner: str, *, besides: str | None = None) -> int:
+        """What `owner` uploaded so far (each stored file once), leaving out the file at `besides`."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM uploads WHERE owner = ? AND path != ?", (owner, besides or "")
+            ).fetchone()
+        return int(row[0])
+
+    def record_upload(self, owner: str, path: str, nbytes: int) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO uploads (owner, path, bytes) VALUES (?, ?, ?)", (owner, path, nbytes))
 
     # ----- wrong tries -----
 
