@@ -284,3 +284,34 @@ def test_queued_runs_show_their_place_and_expected_start_and_the_admin_moves_one
     assert state.job_manager().position(ana_second.id) == 1 and state.job_manager().position(ben_run.id) == 2
     for run in store.list_runs():
         state.job_manager().stop(run.id)
+
+
+def test_the_teachers_view_shows_a_run_on_the_projector_and_clears_the_room_keeping_demos_and_lessons(db, shared):
+    ana = store_run(db, "ana's run", session_id="user:ana", model=False)
+    ben = store_run(db, "ben's run", session_id="user:ben", model=False)
+    tab = store_run(db, "a browser session's run", session_id="f" * 32, model=False)
+    kept = {store_run(db, "Demo · central", session_id="", model=False)}
+    kept.add(store_run(db, "Lesson · non-IID", session_id="", model=False))  # prepared by `fedlab lessons`
+    page = app("runs")
+    page.secrets["admin_password"] = PASSWORD
+    page.run()
+    assert "teacher_btn_clear" not in button_keys(page)  # the admin's only
+    unlock(page, PASSWORD)
+    (table,) = [frame.value for frame in page.dataframe if "user" in frame.value.columns and "status" in frame.value]
+    assert sorted(table["user"]) == ["a browser session", "ana", "ben"]
+
+    page.selectbox(key="teacher_pick").set_value(ben)
+    page.button(key="teacher_btn_show").click().run()
+    assert_clean(page)
+    assert page.session_state["presentation"] is True
+    assert "ben's run" in [header.value for header in page.subheader]  # the Train page, presenting ben's run
+    assert "train_btn_run" not in button_keys(page)  # the projector shows results only
+
+    page.session_state["presentation"] = False
+    page.switch_page("pages/runs.py").run()
+    page.button(key="teacher_btn_clear").click().run()
+    assert "Delete all 3 run(s) of 3 user(s)?" in texts(page)
+    assert {run.id for run in RunStore(db).list_runs()} == kept | {ana, ben, tab}  # not before the confirmation
+    page.button(key="teacher_btn_yes").click().run()
+    assert_clean(page)
+    assert {run.id for run in RunStore(db).list_runs()} == kept

@@ -60,3 +60,9 @@ def admit(owner: str) -> None:
     """The job manager's admission rule: on a shared server (read from the environment each time), sign in first."""
     if shared_from_env():
         require_signed_in(owner)
+
+
+def room_runs(runs: list[Run]) -> list[Run]:
+    """The runs of the class: those a user (or a browser session) queued. The demo runs, `fedlab run` runs and
+    the lessons' prepared runs belong to no one and are not among them, so clearing the room keeps them."""
+    return [run for run in runs if run.session_id]
