@@ -41,6 +41,7 @@ presentation.presentation_toggle()
 signin.sidebar()
 sources.data_source_sidebar()
 try:
-    page.run()
+    with state.through_app():  # tells the page's ensure_navigation it runs through app.py
+        page.run()
 except Exception as exc:  # an unexpected error: a short message instead of a traceback
     state.show_error(exc)
