@@ -40,7 +40,7 @@ from tornado.websocket import websocket_connect
 APP_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "class-load"
 COOKIE = "fedlab_user"  # fedlab.dashboard.signin.COOKIE (not imported: that module needs a script run context)
-SCRIPT_TIMEOUT_S = 120.0
+SCRIPT_TIMEOUT_S = 600.0  # one script run of the Train page while 30 others run at once on two busy cores
 _FINISHED_EARLY_FOR_RERUN = 2  # ForwardMsg.script_finished's status when st.rerun() ended the run
 _FINISHED_SUCCESSFULLY = 0  # a whole-page run (a fragment's own run ends with 3)
 FRAGMENT_TIMEOUT_S = 20.0  # a refresh of the run panel; a fragment gone meanwhile gets no answer
@@ -330,6 +330,11 @@ def _status(db: Path, run_id: str) -> str | None:
     return row[0] if row else None
 
 
+def _median_span(runs: list[dict]) -> float | None:
+    spans = [_stamp(r["finished_at"]) - _stamp(r["started_at"]) for r in runs if r["status"] == "finished"]
+    return round(statistics.median(spans), 1) if spans else None
+
+
 def _stamp(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
@@ -351,8 +356,6 @@ async def _class(url: str, db: Path, users: int, limit_s: float) -> list[Student
     while time.monotonic() < deadline:
         runs = _runs(db)
         if len(runs) >= users and all(run["status"] in ("finished", "failed", "stopped") for run in runs):
-            break
-        if all(me.error for me in students):
             break
         await asyncio.sleep(1.0)
     done.set()
@@ -383,10 +386,14 @@ def shared_load(users: int = 30, *, experiment: str = "", limit_s: float = 1800.
 
 def _figures(students, runs, wall, sampler, experiment, log_tail) -> dict:
     by_id = {run["id"]: run for run in runs}
+    for me in students:  # a client that timed out still queued its run: find it by its owner
+        mine = sorted((r for r in runs if r["session_id"] == f"user:{me.name}"), key=lambda r: r["created_at"])
+        if not me.run_id and mine:
+            me.run_id = mine[0]["id"]
     waits = sorted(
         _stamp(by_id[me.run_id]["started_at"]) - me.pressed_at
         for me in students
-        if me.run_id in by_id and by_id[me.run_id]["started_at"]
+        if me.run_id in by_id and by_id[me.run_id]["started_at"] and me.pressed_at
     )
     spans = sorted(
         (_stamp(r["started_at"]), _stamp(r["finished_at"])) for r in runs if r["started_at"] and r["finished_at"]
@@ -407,12 +414,14 @@ def _figures(students, runs, wall, sampler, experiment, log_tail) -> dict:
         "refused_by_cap_after_reload": sum(bool(me.refused_again) for me in students),
         "cap_held": all(bool(me.refused_again) for me in students if me.active_at_reload),
         "cap_message": next((me.refused_again for me in students if me.refused_again), ""),
+        "runs_started": len(waits),
         "wait_median_s": round(statistics.median(waits), 1) if waits else None,
         "wait_last_s": round(waits[-1], 1) if waits else None,
         "wait_first_s": round(waits[0], 1) if waits else None,
         "wall_s": round(wall, 1),
         "server_cpu_s": round(sampler.cpu_total, 1),
         "server_peak_rss_mb": round(sampler.peak_rss / 2**20),
+        "seconds_per_run_median": _median_span(runs),
         "errors": [f"{me.name}: {me.error}" for me in students if me.error],
         "server_log_tail": log_tail if any(me.error for me in students) else "",
     }

@@ -100,8 +100,9 @@ def _sign_in() -> None:
 
 
 def sign_out() -> None:
-    for key in (_USER, OWNER_KEY):
-        st.session_state.pop(key, None)
+    # None, not absent: this session's request still carries the old cookie, which restore() must not reuse.
+    st.session_state[_USER] = None
+    st.session_state.pop(OWNER_KEY, None)
     st.session_state[_COOKIE_TO_WRITE] = None
 
 
