@@ -43,7 +43,8 @@ def plan() -> list[Planned]:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _plan(active: tuple[str, ...], owners: dict[str, str], _tick: int) -> list[Planned]:
+def _plan(active: tuple[str, ...], owners: dict[str, str], tick: int) -> list[Planned]:
+    del tick  # part of the cache key only: the plan is worked out again every PLAN_TTL_S
     store = run_store()
     runs = {run_id: store.get_run(run_id) for run_id in active}
     if not active or any(run is None for run in runs.values()):
