@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def _serve(port: int, db: Path, log: Path) -> subprocess.Popen:
         )
 
 
+def _wait_for_runs(db: Path, count: int) -> list:
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while len(runs := RunStore(db).list_runs()) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return runs
+
+
 @pytest.mark.timeout(180)
 def test_shared_server_keeps_the_owner_and_the_cap_after_a_reload_and_in_a_new_tab(tmp_path):
     _require_browser()
@@ -77,7 +85,7 @@ def test_shared_server_keeps_the_owner_and_the_cap_after_a_reload_and_in_a_new_t
                     run_button.click()
                     page.wait_for_timeout(700)
                 expect(page.get_by_role("button", name="Stop").first).to_be_visible()
-                runs = RunStore(db).list_runs()
+                runs = _wait_for_runs(db, 2)
                 assert len(runs) == 2 and {run.session_id for run in runs} == {"user:ana"}
 
                 page.reload()  # a new browser session: the cookie signs it in again
