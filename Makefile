@@ -12,7 +12,7 @@ PORT ?= 8501
 run: $(STAMP) jemalloc shim
 	$(BIN)/streamlit run app.py --server.port $(PORT) --server.address 127.0.0.1
 
-# A room shares one server: every interface, each session changes only its own runs (docs/security.md).
+# A room shares one server: every interface; students sign in and change only their own runs (docs/security.md).
 serve-class: $(STAMP) jemalloc shim
 	FEDLAB_SHARED=1 $(BIN)/streamlit run app.py --server.port $(PORT) --server.address 0.0.0.0
 

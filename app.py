@@ -6,7 +6,7 @@ import os
 
 import streamlit as st
 
-from fedlab.dashboard import comparison, lessons_view, presentation, settings, sources, state
+from fedlab.dashboard import comparison, lessons_view, presentation, settings, signin, sources, state
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # training imports TensorFlow later; keep its log short
 
@@ -32,13 +32,16 @@ KEPT_WIDGETS = [
 ]
 
 state.init_session()
+signin.restore()  # a shared server: a signed-in browser's new session is that user again
 state.start_demo_runs()  # once per process, into an empty run store only
 page = st.navigation(PAGES)
 # Which kept widgets a run draws depends on the page and these modes only.
 state.keep_widget_state(KEPT_WIDGETS, view=(page.url_path, presentation.presenting(), st.session_state.get("cmp_mode")))
 presentation.presentation_toggle()
+signin.sidebar()
 sources.data_source_sidebar()
 try:
-    page.run()
+    with state.through_app():  # tells the page's ensure_navigation it runs through app.py
+        page.run()
 except Exception as exc:  # an unexpected error: a short message instead of a traceback
     state.show_error(exc)

@@ -53,13 +53,30 @@ def add_parser(sub) -> None:
         help="seconds from Run (experiment made) to the first finished round, for the Train page's "
         "default settings: cold (nothing built) and after the dashboard's pre-build; --repeats of each",
     )
+    p.add_argument(
+        "--shared-load",
+        action="store_true",
+        help="a class under load: --users simulated students sign in and queue a Quick demo at once on a shared "
+        "server started on 127.0.0.1 (fedlab.dashboard.class_load); waits, CPU, memory and checks",
+    )
+    p.add_argument("--users", type=int, default=30, help="with --shared-load: how many students (at most 60)")
+    p.add_argument(
+        "--experiment",
+        default="",
+        help="with --shared-load: FEDLAB_EXPERIMENT for the server ('module:Factory'; default the real engine)",
+    )
+    p.add_argument("--limit", type=float, default=1800.0, help="with --shared-load: seconds to wait for the runs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if args.end_to_end:
+    if args.shared_load:
+        from fedlab.dashboard.class_load import shared_load
+
+        result = shared_load(args.users, experiment=args.experiment, limit_s=args.limit)
+    elif args.end_to_end:
         result = end_to_end(data=args.data, runs=args.runs, rounds=args.rounds)
     elif args.first_round:
         result = time_to_first_round(ExperimentConfig(data=DataConfig(data=args.data)), repeats=args.repeats)

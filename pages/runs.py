@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from fedlab.dashboard import access, history, presentation, results, state, sweep_view
+from fedlab.dashboard import access, history, presentation, queue_view, results, state, sweep_view, teacher
 from fedlab.results import charts
 
 state.ensure_navigation()
@@ -23,10 +23,13 @@ st.caption(
     "model (lowest validation loss) on the held-out last 20% of every client's check-ins."
 )
 
+queue_view.queue_section()
+
 run = history.run_picker(runs)
 st.divider()
 if not presentation.presenting():  # renaming, deleting and downloads are not for the projector
     access.admin_unlock()
+    teacher.teacher_view()
     history.run_actions(run)
     history.report_download([run.id], key=f"report_{run.id}")
 results.run_panel(run.id)

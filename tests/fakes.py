@@ -149,3 +149,9 @@ class FakeExperiment:
         self.ended = time.monotonic()
         with self.factory.lock:
             self.factory.running -= 1
+
+
+def slow_fake_experiment(config: ExperimentConfig) -> FakeExperiment:
+    """A FakeExperiment whose rounds take 2 s each: runs stay queued or training long enough for a load bench
+    (`fedlab bench --shared-load --experiment tests.fakes:slow_fake_experiment`) to meet the queue cap."""
+    return FakeExperiment(config, factory=FakeFactory(round_seconds=2.0))

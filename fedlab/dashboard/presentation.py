@@ -10,6 +10,7 @@ import streamlit as st
 from fedlab.results import charts
 
 KEY = "presentation"
+_NEXT = "_presentation_next"  # set by present_next_page
 # Streamlit sizes its text in rem, so a larger root font enlarges all of it; the page also uses the full width.
 CSS = """<style>
 html { font-size: 21px; }
@@ -28,8 +29,15 @@ def presenting() -> bool:
     return bool(st.session_state.get(KEY, False))
 
 
+def present_next_page() -> None:
+    """Switches presentation mode on from the next script run (the switch is already drawn in this one)."""
+    st.session_state[_NEXT] = True
+
+
 def presentation_toggle() -> None:
     """The sidebar switch; while it is on, the page gets the larger styles."""
+    if st.session_state.pop(_NEXT, False):
+        st.session_state[KEY] = True
     with st.sidebar:
         st.toggle(
             "Presentation mode",

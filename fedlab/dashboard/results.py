@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from fedlab.config import ExperimentConfig
-from fedlab.dashboard import access
+from fedlab.dashboard import access, queue_view
 from fedlab.dashboard.importance_view import importance_section, who_helps
 from fedlab.dashboard.presentation import presenting, show_chart
 from fedlab.dashboard.state import POLL_SECONDS, job_manager, run_store, session_id, show_error
@@ -190,9 +190,7 @@ def _run_view(run: Run, rounds: pd.DataFrame, *, live: bool, narrow: bool, expla
 def status_line(run: Run, rounds: pd.DataFrame) -> None:
     done = len(rounds)
     if run.status == "queued":
-        active = job_manager().active()  # the running run first, then the queue
-        ahead = f"{active.index(run.id)} run(s) ahead of it" if run.id in active else "waiting for the training thread"
-        st.info(f"Queued ({ahead}). One run trains at a time; it starts by itself.", icon=STATUS_ICONS["queued"])
+        st.info(queue_view.queued_line(run.id), icon=STATUS_ICONS["queued"])
     elif run.status == "running":
         fraction, text = progress_line(run, rounds)
         st.progress(fraction, text=text)

@@ -14,9 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from fedlab.config import DataConfig, ExperimentConfig
+from fedlab.dashboard import signin
 from fedlab.dashboard.access import may_read_server_files
 from fedlab.dashboard.state import APP_ROOT, SYNTHETIC, DataSource, data_source, show_error, skip_bad_rows
 from fedlab.data import explore, pipeline
+from fedlab.data.budget import FrameBudget, budget_from_env, idle_seconds_from_env
 from fedlab.data.loader import load_checkins
 from fedlab.errors import DataError, FedlabError
 
@@ -122,7 +124,10 @@ def _upload_picker() -> None:
         st.error(state["upload_failed"][1], icon=":material/error:")  # don't parse a bad file again on every rerun
         return
     try:
-        path = save_upload(upload.getvalue(), UPLOAD_DIR)
+        data = upload.getvalue()
+        signin.check_upload(upload_path(data, UPLOAD_DIR), len(data))  # shared server: signed in, within the quota
+        path = save_upload(data, UPLOAD_DIR)
+        signin.record_upload(path, len(data))
         source = DataSource("upload", str(path), f"uploaded file {_display_name(upload.name)}")
         load_frame(source, skip_bad_rows())
     except FedlabError as exc:
@@ -149,14 +154,18 @@ def save_upload(data: bytes, folder: Path) -> Path:
             f"the upload is {len(data) / 2**20:,.1f} MB, more than the {limit // 2**20:,} MB limit; "
             "load a smaller file (for example fewer users), or put it on the server and give its path"
         )
-    digest = hashlib.sha256(data).hexdigest()[:24]
-    path = Path(folder) / f"{digest}.{_upload_extension(data)}"
+    path = upload_path(data, folder)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         partial.write_bytes(data)
         os.replace(partial, path)  # other sessions never see a half-written file
     return path
+
+
+def upload_path(data: bytes, folder: Path) -> Path:
+    """Where save_upload keeps these bytes: <first 24 hex digits of their SHA-256>.<txt|gz|zip>."""
+    return Path(folder) / f"{hashlib.sha256(data).hexdigest()[:24]}.{_upload_extension(data)}"
 
 
 def _upload_extension(data: bytes) -> str:
@@ -185,11 +194,26 @@ def source_key(source: DataSource, skip: bool) -> tuple:
 
 def load_frame(source: DataSource, skip: bool) -> tuple[pd.DataFrame, int]:
     """The canonical check-in frame of a source and how many rows were skipped (cached per file version)."""
-    return _cached_frame(source_key(source, skip))
+    with st.spinner("Loading check-ins…"):
+        return _cached_frame(source_key(source, skip))
 
 
-@st.cache_data(show_spinner="Loading check-ins…", max_entries=4)
+@st.cache_resource(show_spinner=False)
+def frame_budget() -> FrameBudget:
+    """The loaded frames of every session, within FEDLAB_DATA_MEMORY_MB; idle ones are dropped (fedlab.data.budget).
+    Sessions share each frame: nothing changes a loaded frame in place."""
+    return FrameBudget(budget_from_env(), idle_seconds_from_env())
+
+
 def _cached_frame(key: tuple) -> tuple[pd.DataFrame, int]:
+    return frame_budget().get(key, lambda: _read_frame(key), _frame_bytes)
+
+
+def _frame_bytes(loaded: tuple[pd.DataFrame, int]) -> int:
+    return int(loaded[0].memory_usage(deep=True).sum())
+
+
+def _read_frame(key: tuple) -> tuple[pd.DataFrame, int]:
     kind, path, skip, stamp = key
     if stamp == "missing":
         raise DataError(f"the file {path} is gone; choose the data source again in the sidebar")

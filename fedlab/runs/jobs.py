@@ -7,6 +7,7 @@ round by round (and, when asked, a TensorBoard log per run beside it).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from fedlab.config import ExperimentConfig
 from fedlab.errors import ConfigError, FedlabError
 from fedlab.runs.recording import Trainable, failure_message, one_line, record_end, record_run
+from fedlab.runs.schedule import Waiting, fair_order
 from fedlab.runs.store import RunStore
 from fedlab.runs.tblog import BestEffortLog, log_dir_for
 
@@ -28,7 +30,8 @@ DEFAULT_QUEUE_LIMIT = 3
 
 
 def queue_limit_from_env() -> int:
-    """FEDLAB_MAX_QUEUED_PER_SESSION (default 3): how many runs one session may have waiting or training."""
+    """FEDLAB_MAX_QUEUED_PER_SESSION (default 3): how many runs one owner (a signed-in user on a shared server,
+    else a browser session) may have waiting or training."""
     text = os.environ.get(QUEUE_LIMIT_VARIABLE, "").strip()
     if not text:
         return DEFAULT_QUEUE_LIMIT
@@ -48,15 +51,19 @@ class _Job:
     session_id: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     group: str = ""  # runs queued together (an ablation sweep) count once against the session's limit
+    seq: int = 0  # the order it was queued in
+    front: int | None = None  # the order it was moved to the front in (by the admin), None = not moved
 
 
 class JobManager:
-    """Owns one daemon worker thread (started on first submit) and a FIFO queue of runs.
+    """Owns one daemon worker thread (started on first submit) and a queue of runs, served fairly: owners in
+    turn, each owner's runs in order (fedlab.runs.schedule.fair_order).
 
     model_dir: where each run's model is saved as <run_id>.keras; None saves none.
     tensorboard_dir: where each run's TensorBoard log goes, in a folder named by its run id; None writes none.
     queue_limit: how many runs one session (a non-empty session id) may have queued or training at once;
     None for no limit.
+    admit: called with the owner before queuing; raises FedlabError for one who may not queue.
     """
 
     def __init__(
@@ -67,14 +74,19 @@ class JobManager:
         model_dir: str | os.PathLike | None = None,
         tensorboard_dir: str | os.PathLike | None = None,
         queue_limit: int | None = None,
+        admit: Callable[[str], None] | None = None,
     ):
         self.store = store
         self._queue_limit = queue_limit
+        self._admit = admit  # raises FedlabError for an owner who may not queue (on a shared server: no user)
         self._factory = experiment_factory
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
         self._changed = threading.Condition()  # guards the fields below; notified on every change
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[_Job] = deque()  # in the order queued; _ordered() gives the order they start in
+        self._served: dict[str, int] = {}  # runs started per owner since the queue was last empty
+        self._numbers = itertools.count()
+        self._fronts = itertools.count()
         self._current: _Job | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -93,7 +105,7 @@ class JobManager:
             self.check_room(session_id)
         # The database write happens outside the lock so polling pages are never held up by it.
         run_id = self.store.create_run(config, session_id=session_id, name=name)
-        job = _Job(run_id, config, session_id, group=group)
+        job = _Job(run_id, config, session_id, group=group, seq=next(self._numbers))
         with self._changed:
             closed = self._closed
             full = not closed and self._waiting(session_id, joining=group) >= self._limit(session_id)
@@ -111,6 +123,8 @@ class JobManager:
 
     def check_room(self, session_id: str, count: int = 1) -> None:
         """Raises FedlabError when `count` more runs of the session would pass the queue limit."""
+        if self._admit is not None:
+            self._admit(session_id)
         with self._changed:
             waiting, limit = self._waiting(session_id), self._limit(session_id)
         if waiting + count > limit:
@@ -138,7 +152,7 @@ class JobManager:
         with self._changed:
             if self._current is not None and self._current.run_id == run_id:
                 return 0
-            for place, job in enumerate(self._queue, start=1):
+            for place, job in enumerate(self._ordered(), start=1):
                 if job.run_id == run_id:
                     return place
         return None
@@ -146,8 +160,24 @@ class JobManager:
     def active(self) -> list[str]:
         """Run ids: the running one first, then the queue in order."""
         with self._changed:
-            jobs = ([self._current] if self._current is not None else []) + list(self._queue)
+            jobs = ([self._current] if self._current is not None else []) + self._ordered()
         return [job.run_id for job in jobs]
+
+    def owners(self) -> dict[str, str]:
+        """Run id -> owner key of every run this manager trains or queues."""
+        with self._changed:
+            jobs = ([self._current] if self._current is not None else []) + list(self._queue)
+        return {job.run_id: job.session_id for job in jobs}
+
+    def move_to_front(self, run_id: str) -> bool:
+        """Makes a queued run the next to start (the admin's, for the projector); False when it is not queued."""
+        with self._changed:
+            job = next((job for job in self._queue if job.run_id == run_id), None)
+            if job is None:
+                return False
+            job.front = next(self._fronts)
+            self._changed.notify_all()
+        return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Blocks until nothing runs or waits (for the CLI and tests); False when the timeout passed first."""
@@ -191,6 +221,12 @@ class JobManager:
             }
         )
 
+    def _ordered(self) -> list[_Job]:
+        # Called with the lock held.
+        by_id = {job.run_id: job for job in self._queue}
+        waiting = [Waiting(job.run_id, job.session_id, job.seq, job.front) for job in self._queue]
+        return [by_id[w.run_id] for w in fair_order(waiting, self._served)]
+
     def _limit(self, session_id: str) -> float:
         # Runs of no session (demo runs) are queued by the app itself, never by a visitor.
         return self._queue_limit if self._queue_limit is not None and session_id else float("inf")
@@ -210,6 +246,8 @@ class JobManager:
             finally:
                 with self._changed:
                     self._current = None
+                    if not self._queue:  # a new busy spell: every owner starts again at turn 0
+                        self._served.clear()
                     self._changed.notify_all()
 
     def _next_job(self) -> _Job | None:
@@ -218,8 +256,11 @@ class JobManager:
             self._changed.wait_for(lambda: self._queue or self._closed)
             if self._closed:
                 return None
-            # Popping and marking current under one lock: stop() never misses a job in between.
-            self._current = self._queue.popleft()
+            # Taking and marking current under one lock: stop() never misses a job in between.
+            self._current = self._ordered()[0]
+            self._queue.remove(self._current)
+            owner = self._current.session_id
+            self._served[owner] = self._served.get(owner, 0) + 1
             self._changed.notify_all()
             return self._current
 
@@ -280,8 +321,8 @@ class JobManager:
 
 def _no_room(limit: float) -> FedlabError:
     return FedlabError(
-        f"Not queued: one session may have at most {limit:.0f} runs queued or training on this "
-        "server. Wait for one to finish, or stop one."
+        f"Not queued: each user may have at most {limit:.0f} runs queued or training on this server "
+        f"({QUEUE_LIMIT_VARIABLE} raises it). Wait for one to finish, or stop one."
     )
 
 
