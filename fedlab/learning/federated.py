@@ -18,6 +18,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from fedlab.config import RECONSTRUCTION_LR, ExperimentConfig
+from fedlab.learning import proximal
 from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
@@ -218,10 +219,14 @@ def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int)
     weighted = config.dp_clip is None
     extra = {} if aggregator is None else {"model_aggregator": aggregator}
     algorithms = tff.learning.algorithms
-    if config.algorithm == "fedprox":
-        build = algorithms.build_weighted_fed_prox if weighted else algorithms.build_unweighted_fed_prox
-        return build(
-            model_fn, proximal_strength=config.prox_mu, client_optimizer_fn=client, server_optimizer_fn=server, **extra
+    if config.algorithm == "fedprox":  # fedlab's own: TFF 0.87's proximal term has the wrong sign (proximal.py)
+        return proximal.build_fed_prox(
+            model_fn,
+            mu=config.prox_mu,
+            client_optimizer=client,
+            server_optimizer=server,
+            weighted=weighted,
+            model_aggregator=aggregator,
         )
     if config.algorithm == "mime":
         # MIME-lite's base optimizer is the client optimizer; the server keeps its state and broadcasts it.
