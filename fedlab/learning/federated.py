@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from fedlab.config import RECONSTRUCTION_LR, ExperimentConfig
-from fedlab.learning import proximal
+from fedlab.learning import proximal, secure
 from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
@@ -63,6 +63,8 @@ def model_aggregator(config: ExperimentConfig, clients_per_round: int):
     Hadamard rotation."""
     if config.defense != "none":
         return defense_aggregator(config.defense, clip_norm=config.clip_norm)
+    if config.secure_aggregation:
+        return secure.aggregator(weighted=config.dp_clip is None)
     compressed = compressed_sum(config.compression_bits) if config.compression_bits else None
     if config.dp_clip is not None:
         # TFF's DifferentiallyPrivateFactory.gaussian_fixed, with the clipped updates compressed on their way up.
@@ -141,13 +143,13 @@ def update_bytes(trainable_sizes: list[int], config: ExperimentConfig) -> int:
     MIME-lite clients also send their full-batch gradient (uncompressed: TFF's default mean aggregator)."""
     update = sum(tensor_update_bytes(n, config.compression_bits) for n in trainable_sizes)
     gradient = 4 * sum(trainable_sizes) if config.algorithm == "mime" else 0
-    return update + gradient
+    return update + gradient + (secure.extra_bytes(up=True) if config.secure_aggregation else 0)
 
 
 def download_bytes(weights: list[np.ndarray], trainable_sizes: list[int], config: ExperimentConfig) -> int:
     """Bytes the server sends one sampled client: the model, plus MIME-lite's optimizer state."""
     state = 4 * OPTIMIZER_SLOTS[config.client_optimizer] * sum(trainable_sizes) if config.algorithm == "mime" else 0
-    return model_bytes(weights) + state
+    return model_bytes(weights) + state + (secure.extra_bytes(up=False) if config.secure_aggregation else 0)
 
 
 @dataclass(frozen=True)
