@@ -112,11 +112,13 @@ SECURE_WITH_DEFENSE = (
 )
 # Measured here: building TFF's ddp_secure_aggregator's learning process raises DecodeError in building_blocks.py
 # (Block._proto): protobuf's upb runtime copies a sub-message by serialising and parsing it, and its parser stops at
-# 100 nested messages (a chain of 34 TFF Blocks already fails), which that computation exceeds.
+# 100 nested messages (a chain of 34 TFF Blocks already fails), which that computation exceeds. With protobuf's
+# pure-Python runtime (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python) it builds and trains, but one FedAvg round of a
+# model of 8 weights on two clients of 8 examples took 1,636 s on this machine: no run of fedlab's model could finish.
 DISTRIBUTED_DP_UNAVAILABLE = (
     "secure aggregation with differential privacy (TFF's distributed DP, ddp_secure_aggregator) cannot run here: "
-    "its computation nests more than the 100 levels that protobuf's upb parser accepts, so TFF fails to build it "
-    "(DecodeError in building_blocks.py); use DP without secure aggregation"
+    "its computation nests deeper than the 100 levels protobuf's upb parser accepts (DecodeError in TFF's "
+    "building_blocks.py), and protobuf's pure-Python parser takes minutes per round; use DP without secure aggregation"
 )
 SECURE_WITH_COMPRESSION = (
     "secure aggregation and compression cannot be combined: TFF's secure sum takes 32-bit integers, not the "

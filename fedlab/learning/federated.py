@@ -59,8 +59,8 @@ QUANTIZE_THRESHOLD = 256
 
 def model_aggregator(config: ExperimentConfig, clients_per_round: int):
     """The aggregator of the clients' model updates: None (TFF's weighted mean), a defence (TFF's robust
-    factories), DP-FedAvg (TFF's Gaussian aggregator at a fixed clipping norm), or uniform quantisation after a
-    Hadamard rotation."""
+    factories), TFF's secure aggregator (fedlab.learning.secure), DP-FedAvg (TFF's Gaussian aggregator at a fixed
+    clipping norm), or uniform quantisation after a Hadamard rotation."""
     if config.defense != "none":
         return defense_aggregator(config.defense, clip_norm=config.clip_norm)
     if config.secure_aggregation:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import importlib.util
 import ipaddress
+import logging
 import os
 import queue
 import shutil
@@ -401,6 +402,19 @@ def _tff_classes():
     return WorkerStub, OverlappingRemoteExecutor
 
 
+@contextlib.contextmanager
+def quiet_tensorflow_log() -> Iterator[None]:
+    """TensorFlow logs only critical messages inside. TFF's secure sums build range checks (tf.debugging asserts)
+    that TensorFlow reports as "never used", one ERROR with a stack trace each, though TFF wires them in."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def secure_sum_compiler(compile_fn):
     """`compile_fn` after TFF's secure intrinsics (federated_secure_sum_bitwidth and friends) are replaced by their
     insecure TensorFlow bodies, as TFF's test backend does (tensorflow_federated/python/core/backends/test/
@@ -409,7 +423,8 @@ def secure_sum_compiler(compile_fn):
     tff = tff_internals.modules()
 
     def compile_secure(comp):
-        replaced = tff.test_compiler.replace_secure_intrinsics_with_bodies(comp)
+        with quiet_tensorflow_log():
+            replaced = tff.test_compiler.replace_secure_intrinsics_with_bodies(comp)
         # The replacement is rebuilt from its proto, which drops the Python containers of the computation's type
         # (a learning process's output would come back as a plain dict); give it the original's type back.
         return compile_fn(type(replaced).with_type(replaced, comp.type_signature))

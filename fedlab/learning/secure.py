@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tensorflow_federated as tff
 
+from fedlab.learning.runtime import quiet_tensorflow_log
+
 # TFF's float secure sum maps every value to an integer in [0, 2^32 - 1]; its factory offers no other width.
 SECURE_SUM_BITS = 32
 # What each client adds to the secure sums besides its update, in bytes (32-bit integers: 4 bytes; one-bit counts
@@ -25,7 +27,21 @@ SECURE_EXTRA_DOWN = 3 * 2 * 4
 def aggregator(*, weighted: bool):
     """TFF's secure aggregator: its adaptive bounds, clipping to them and the 32-bit modular sum. Its own adaptive
     zeroing and clipping of whole updates are off: they are defences, which fedlab sets apart."""
-    return tff.learning.secure_aggregator(zeroing=False, clipping=False, weighted=weighted)
+    with quiet_tensorflow_log():  # its bound estimator builds a secure sum already
+        inner = tff.learning.secure_aggregator(zeroing=False, clipping=False, weighted=weighted)
+    return QuietWeighted(inner) if weighted else inner
+
+
+class QuietWeighted(tff.aggregators.WeightedAggregationFactory):
+    """A weighted factory built with TensorFlow's log quiet (`quiet_tensorflow_log`): TFF's secure sum
+    (aggregators/primitives.py, line 611) builds range checks that TensorFlow reports as "never used"."""
+
+    def __init__(self, inner: tff.aggregators.WeightedAggregationFactory):
+        self._inner = inner
+
+    def create(self, value_type, weight_type):
+        with quiet_tensorflow_log():
+            return self._inner.create(value_type, weight_type)
 
 
 def extra_bytes(*, up: bool) -> int:
