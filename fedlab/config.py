@@ -121,8 +121,8 @@ DISTRIBUTED_DP_UNAVAILABLE = (
     "building_blocks.py), and protobuf's pure-Python parser takes minutes per round; use DP without secure aggregation"
 )
 SECURE_WITH_COMPRESSION = (
-    "secure aggregation and compression cannot be combined: TFF's secure sum takes 32-bit integers, not the "
-    "compressed encoding"
+    "secure aggregation and compression cannot be combined: TFF's compressed sum (EncodedSumFactory) sums its "
+    "encoding in the clear and takes no secure sum inside"
 )
 # Features whose layers describe one user: what Federated Reconstruction keeps on the client.
 USER_FEATURES = ("user_id", *HABIT_FEATURES)
