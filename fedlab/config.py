@@ -91,8 +91,8 @@ OPTIMIZERS = ("sgd", "adam")
 ALGORITHMS = ("fedavg", "fedprox", "mime")
 ALGORITHM_HELP = {
     "fedavg": "Clients train locally and the server averages their updates; the baseline, best when clients are alike.",
-    "fedprox": "Adds a proximal term (strength mu) to each client's loss, meant to limit client drift when clients' "
-    "data differ; TFF 0.87 adds its gradient with the opposite sign, so larger mu pushes clients away.",
+    "fedprox": "Adds a proximal term (strength mu) to each client's loss, which limits client drift when clients' "
+    "data differ (fedlab's own client work: TFF 0.87's FedProx adds the term's gradient with the wrong sign).",
     "mime": "MIME-lite: clients step with the server's optimizer state (e.g. Adam's moments) held fixed, so local "
     "steps follow the global direction; helps with non-IID clients and adaptive optimizers.",
 }
@@ -104,10 +104,25 @@ SERVER_OPTIMIZER_HELP = {
     "yogi": "FedYogi: like FedAdam with a more careful growth of the step size, steadier on very non-IID data.",
     "adagrad": "FedAdagrad: steps shrink for weights that keep changing, which suits sparse updates.",
 }
-# Checked on this project's runtime: TFF's secure aggregator (and its distributed-DP one) fail on the first round.
-SECURE_AGGREGATION_UNAVAILABLE = (
-    "secure aggregation cannot run here: TFF's local C++ worker runtime does not implement the secure sum "
-    "(federated_secure_sum_bitwidth) that TFF's secure and distributed-DP aggregators need"
+# Secure aggregation runs TFF's secure aggregator with the secure sums computed in the clear (the numbers, not the
+# cryptography); what it cannot be combined with, each as one sentence why.
+SECURE_WITH_DEFENSE = (
+    "secure aggregation and a defence cannot be combined: the server sees only the sum, so it cannot inspect or "
+    "drop single updates"
+)
+# Measured here: building TFF's ddp_secure_aggregator's learning process raises DecodeError in building_blocks.py
+# (Block._proto): protobuf's upb runtime copies a sub-message by serialising and parsing it, and its parser stops at
+# 100 nested messages (a chain of 34 TFF Blocks already fails), which that computation exceeds. With protobuf's
+# pure-Python runtime (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python) it builds and trains, but one FedAvg round of a
+# model of 8 weights on two clients of 8 examples took 1,636 s on this machine: no run of fedlab's model could finish.
+DISTRIBUTED_DP_UNAVAILABLE = (
+    "secure aggregation with differential privacy (TFF's distributed DP, ddp_secure_aggregator) cannot run here: "
+    "its computation nests deeper than the 100 levels protobuf's upb parser accepts (DecodeError in TFF's "
+    "building_blocks.py), and protobuf's pure-Python parser takes minutes per round; use DP without secure aggregation"
+)
+SECURE_WITH_COMPRESSION = (
+    "secure aggregation and compression cannot be combined: TFF's compressed sum (EncodedSumFactory) sums its "
+    "encoding in the clear and takes no secure sum inside"
 )
 # Features whose layers describe one user: what Federated Reconstruction keeps on the client.
 USER_FEATURES = ("user_id", *HABIT_FEATURES)
@@ -496,8 +511,9 @@ class ExperimentConfig:
             noun="FedProx mu",
             step=0.001,
             format="%.4f",
-            help="FedProx only: weight of the proximal term (mu/2)·||w - w_global||² in each client's loss, meant to "
-            "keep clients near the global model; 0 = FedAvg. TFF 0.87 applies it with the opposite sign.",
+            help="FedProx only: weight of the proximal term (mu/2)·||w - w_global||² in each client's loss, which "
+            "keeps clients near the global model; 0 = FedAvg. fedlab trains it with its own client work: TFF 0.87 "
+            "adds mu·(w_global - w), the wrong sign (proximal_client_work.py, line 90), and is not used.",
         ),
     )
     server_optimizer: str = field(
@@ -690,9 +706,9 @@ class ExperimentConfig:
             summary="secure aggregation",
             group="what_if",
             noun="secure aggregation",
-            help="The server would learn only the sum of the clients' updates (TFF's secure aggregator: updates are "
-            "clipped and summed as integers of a fixed bit width). Refused here: TFF's local C++ runtime has no "
-            "secure sum.",
+            help="The server learns only the sum of the clients' updates. TFF's secure aggregator clips each value "
+            "to bounds estimated every round and sums them as 32-bit integers modulo 2^32. Simulated: the numbers "
+            "are the ones secure aggregation produces, but no key exchange or masking runs.",
         ),
     )
     reconstruction: bool = field(
@@ -929,7 +945,7 @@ def training_path(config: ExperimentConfig) -> tuple[str, str]:
     reasons = (
         (config.one_client_per_user, "one TFF client per user was asked for"),
         (config.reconstruction, "FedRecon re-learns each user's local part in TFF's own client work"),
-        (config.algorithm == "fedprox", "FedProx's proximal term runs in TFF's own client work"),
+        (config.algorithm == "fedprox", "FedProx's proximal term runs in fedlab's own per-user client work"),
         (config.algorithm == "mime", "MIME-lite's client steps run in TFF's own client work"),
         (config.dp_clip is not None, "DP clips each user's update"),
         (config.compression_bits > 0, "compression quantises each user's update"),
@@ -978,8 +994,12 @@ def _check_settings(config: DataConfig | ExperimentConfig) -> None:
 
 def _aggregation_conflicts(config: ExperimentConfig) -> Iterator[str]:
     """Settings (or combinations) that TFF cannot build or run here, each as one sentence why."""
-    if config.secure_aggregation:
-        yield SECURE_AGGREGATION_UNAVAILABLE
+    if config.secure_aggregation and config.defense != "none":
+        yield SECURE_WITH_DEFENSE
+    if config.secure_aggregation and config.compression_bits:
+        yield SECURE_WITH_COMPRESSION
+    if config.secure_aggregation and config.dp_clip is not None:
+        yield DISTRIBUTED_DP_UNAVAILABLE
     if config.defense != "none" and config.dp_clip is not None:
         yield "a defence and differential privacy cannot be combined: DP already clips every update at its norm"
     if config.defense != "none" and config.compression_bits:

@@ -15,7 +15,9 @@ st.markdown(
     "1. **Data** — look at the check-ins: who, what, when, where, and how different the users are.\n"
     "2. **Train** — pick input features and settings, train, and watch loss and accuracy per round.\n"
     "3. **Compare** — two feature sets side by side (the study's *central* and *biggest* models).\n"
-    "4. **Runs** — every run so far: open, rename, export, download the trained model and a report.\n\n"
+    "4. **Lessons** — one federated-learning topic at a time (non-IID data, client drift, FedProx, privacy, "
+    "secure aggregation, poisoning, …): prepared runs side by side and what to notice in them.\n"
+    "5. **Runs** — every run so far: open, rename, export, download the trained model and a report.\n\n"
     "Showing it to a class or a meeting? Switch on **Presentation mode** in the sidebar: larger charts, "
     "no settings."
 )

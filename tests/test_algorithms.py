@@ -55,16 +55,30 @@ def test_each_algorithm_and_server_optimizer_trains_a_round(changes, tiny_data, 
 
 
 @pytest.mark.tff
-@pytest.mark.xfail(
-    strict=True,
-    reason="TFF 0.87's proximal client work adds mu * (w_global - w) to the gradient, "
-    "the opposite sign of FedProx's mu * (w - w_global): it pushes away",
-)
 def test_fedprox_with_a_large_mu_moves_the_weights_less_than_fedavg(tiny_data, build_cache):
+    # fedlab's proximal client work adds mu * (w - w_global) to the gradient (TFF 0.87's adds the opposite).
     options = dict(client_optimizer="sgd", client_lr=0.5, epochs=3)  # lr × mu below 1 keeps the pull stable
     _, fedavg = run(config(tiny_data, **options), tiny_data, build_cache)
     _, fedprox = run(config(tiny_data, algorithm="fedprox", prox_mu=1.0, **options), tiny_data, build_cache)
     assert moved(fedprox) < 0.8 * moved(fedavg)
+
+
+@pytest.mark.tff
+def test_fedprox_at_mu_0_trains_the_same_weights_as_fedavg(tiny_data, build_cache):
+    # Weighted by examples, as TFF's build_weighted_fed_avg.
+    options = dict(client_optimizer="sgd", client_lr=0.5, epochs=2)
+    _, fedavg = run(config(tiny_data, **options), tiny_data, build_cache)
+    _, fedprox = run(config(tiny_data, algorithm="fedprox", prox_mu=0.0, **options), tiny_data, build_cache)
+    assert moved(fedavg) > 0
+    for a, b in zip(fedavg.trained_model().get_weights(), fedprox.trained_model().get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_proximal_gradient_pulls_towards_the_global_model():
+    from fedlab.learning.proximal import proximal_gradient
+
+    gradient = proximal_gradient([np.array([0.5, 0.0])], [np.array([2.0, -1.0])], [np.array([1.0, 1.0])], 0.1)
+    np.testing.assert_allclose(gradient[0], [0.5 + 0.1, -0.2])  # mu·(w - w0) = (0.1, -0.2)
 
 
 @pytest.mark.tff

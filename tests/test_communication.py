@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE, ExperimentConfig
+from fedlab.config import DISTRIBUTED_DP_UNAVAILABLE, SECURE_WITH_COMPRESSION, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.records import RoundRecord, communication_totals
 from fedlab.results import charts
@@ -107,15 +107,17 @@ def test_tensorboard_logs_megabytes_of_federated_rounds(tmp_path: Path):
     assert [value for _, value in scalars["communication/mb_up"]] == pytest.approx([0.5, 0.5])
 
 
-def test_secure_aggregation_is_refused_with_one_sentence():
-    with pytest.raises(ConfigError, match="secure aggregation cannot run here"):
-        ExperimentConfig(secure_aggregation=True)
+def test_secure_aggregation_is_allowed_and_refused_only_with_what_it_cannot_combine():
+    assert ExperimentConfig(secure_aggregation=True).secure_aggregation
+    with pytest.raises(ConfigError, match="secure aggregation and compression cannot be combined"):
+        ExperimentConfig(secure_aggregation=True, compression_bits=8)
 
 
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--secure-aggregation"], SECURE_AGGREGATION_UNAVAILABLE),
+        (["--secure-aggregation", "--compression-bits", "8"], SECURE_WITH_COMPRESSION),
+        (["--secure-aggregation", "--dp-clip", "1"], DISTRIBUTED_DP_UNAVAILABLE),
         (["--compression-bits", "1"], "compression bits must be 0 (off) or 2-16, not 1"),
         (["--compression-bits", "17"], "compression bits must be a whole number of at most 16"),
         (["--algorithm", "scaffold"], "invalid choice: 'scaffold' (choose from 'fedavg', 'fedprox', 'mime')"),
@@ -147,8 +149,9 @@ def test_the_train_page_has_the_new_controls(db):  # noqa: F811
     assert at.checkbox(key="train_secure_aggregation").value is False
 
 
-def test_the_train_page_refuses_secure_aggregation_with_the_same_sentence(db):  # noqa: F811
+def test_the_train_page_refuses_secure_aggregation_with_compression_with_the_same_sentence(db):  # noqa: F811
     at = app("train")
     at.checkbox(key="train_secure_aggregation").check()
+    at.number_input(key="train_compression_bits").set_value(8)
     at.button(key="train_btn_run").click().run()
-    assert any(SECURE_AGGREGATION_UNAVAILABLE in e.value for e in at.error)
+    assert any(SECURE_WITH_COMPRESSION in e.value for e in at.error)

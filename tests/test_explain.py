@@ -89,7 +89,7 @@ def test_the_algorithm_server_optimizer_and_compression_are_named():
 def test_the_average_says_what_the_server_sees_and_what_secure_aggregation_would_cost():
     text = round_explanation(ExperimentConfig(), latest())
     assert "saw each client's update on its own" in text and "only their sum" in text
-    assert all(cost in text for cost in ("clipped to fixed bounds", "bit width", "extra bytes"))
+    assert all(cost in text for cost in ("clipped to bounds", "bit width", "extra bytes"))
     assert "Secure aggregation" not in round_explanation(ExperimentConfig(mode="centralized"), latest())
 
 
@@ -100,3 +100,9 @@ def test_the_panel_says_how_tff_ran_the_clients_and_why():
     assert "**How TFF ran it: one TFF client per user**, because DP clips each user's update." in text
     text = round_explanation(ExperimentConfig(one_client_per_user=True), latest(), total_clients=12)
     assert "because one TFF client per user was asked for" in text
+
+
+def test_a_secure_run_says_the_server_saw_only_the_sum_and_that_no_cryptography_ran():
+    text = round_explanation(ExperimentConfig(secure_aggregation=True), latest())
+    assert "saw only the sum" in text and "32-bit integers" in text and "no key exchange or masking ran" in text
+    assert "on its own" not in text

@@ -8,7 +8,6 @@ import dataclasses
 
 import pytest
 
-from fedlab.config import SECURE_AGGREGATION_UNAVAILABLE
 from fedlab.results.privacy import dp_epsilon
 from fedlab.runs.store import RunStore
 from fedlab.teaching import lesson_notes as notes
@@ -127,9 +126,10 @@ def test_compression_note_gives_megabytes_and_their_share():
     assert "4.000 MB up" in text and "1.000 MB up (25% of it), 3.000 MB saved" in text and "(6% of it)" in text
 
 
-def test_secure_aggregation_note_says_the_secure_sum_cannot_run_here():
-    text = notes.secure_aggregation({"plain sum": numbers(0.3), "updates clipped to norm 1": numbers(0.27)})
-    assert "-3.0 points" in text and SECURE_AGGREGATION_UNAVAILABLE in text
+def test_secure_aggregation_note_gives_the_accuracy_and_the_extra_bytes_and_says_no_cryptography_ran():
+    text = notes.secure_aggregation({"plain sum": numbers(0.3, mb_up=4.0), "secure sum": numbers(0.299, mb_up=4.0017)})
+    assert "-0.1 points" in text and "4.002 MB up against 4.000 MB (1,700 bytes more" in text
+    assert "does not run" in text
 
 
 def test_the_note_waits_for_missing_runs_and_names_them():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -42,6 +43,14 @@ def test_home_explains_fedavg_and_says_the_data_is_synthetic(db):
     (diagram,) = chart_specs(at)
     assert any("Server" in a.get("text", "") for a in diagram["layout"]["annotations"])
     assert "Synthetic" in at.sidebar.caption[0].value
+
+
+def test_home_lists_every_page_of_the_app_in_its_order(db):
+    import re
+
+    titles = re.findall(r'st\.Page\("pages/\w+\.py", title="(\w+)"', Path("app.py").read_text())
+    listed = re.findall(r"\d\. \*\*(\w+)\*\*", texts(app()))
+    assert "Lessons" in titles and listed == [title for title in titles if title != "Home"]
 
 
 def test_data_page_shows_metrics_for_the_synthetic_city(db):

@@ -22,8 +22,8 @@ SIDEBAR_KEYS = {"data": "source_path", "skip_bad_rows": "source_skip_bad_rows"} 
 
 # Settings whose next value is not allowed (compression skips 1 bit; momentum stays below 1).
 OTHER_VALUES = {"compression_bits": 8, "server_momentum": 0.5}
-# Settings that every config refuses on this runtime (see fedlab.config.SECURE_AGGREGATION_UNAVAILABLE).
-REFUSED_HERE = {"secure_aggregation"}
+# Settings that every config refuses on this runtime (none today; secure aggregation runs, simulated).
+REFUSED_HERE: set[str] = set()
 ALLOWED = [(name, s, default) for name, s, default in SETTINGS if name not in REFUSED_HERE]
 ALLOWED_NAMES = [name for name, _, _ in ALLOWED]
 # Settings that need another one set (DP noise a clipping norm; reconstruction a user feature), and its CLI flags.

@@ -167,7 +167,7 @@ class Experiment:
         if self.config.mode == "federated":
             from fedlab.learning.runtime import Runtime
 
-            self._runtime = Runtime(workers=self.config.workers)
+            self._runtime = Runtime(workers=self.config.workers, secure_sum=self.config.secure_aggregation)
         self.timing["build_seconds"] = round(self.timing["build_seconds"] + time.perf_counter() - started, 3)
 
     def _resolve_attack(self) -> attacks.Attack | None:

@@ -18,6 +18,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from fedlab.config import RECONSTRUCTION_LR, SHARDS, ExperimentConfig, training_path
+from fedlab.learning import proximal, secure
 from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
@@ -58,10 +59,12 @@ QUANTIZE_THRESHOLD = 256
 
 def model_aggregator(config: ExperimentConfig, clients_per_round: int):
     """The aggregator of the clients' model updates: None (TFF's weighted mean), a defence (TFF's robust
-    factories), DP-FedAvg (TFF's Gaussian aggregator at a fixed clipping norm), or uniform quantisation after a
-    Hadamard rotation."""
+    factories), TFF's secure aggregator (fedlab.learning.secure), DP-FedAvg (TFF's Gaussian aggregator at a fixed
+    clipping norm), or uniform quantisation after a Hadamard rotation."""
     if config.defense != "none":
         return defense_aggregator(config.defense, clip_norm=config.clip_norm)
+    if config.secure_aggregation:
+        return secure.aggregator(weighted=config.dp_clip is None)
     compressed = compressed_sum(config.compression_bits) if config.compression_bits else None
     if config.dp_clip is not None:
         # TFF's DifferentiallyPrivateFactory.gaussian_fixed, with the clipped updates compressed on their way up.
@@ -140,13 +143,13 @@ def update_bytes(trainable_sizes: list[int], config: ExperimentConfig) -> int:
     MIME-lite clients also send their full-batch gradient (uncompressed: TFF's default mean aggregator)."""
     update = sum(tensor_update_bytes(n, config.compression_bits) for n in trainable_sizes)
     gradient = 4 * sum(trainable_sizes) if config.algorithm == "mime" else 0
-    return update + gradient
+    return update + gradient + (secure.extra_bytes(up=True) if config.secure_aggregation else 0)
 
 
 def download_bytes(weights: list[np.ndarray], trainable_sizes: list[int], config: ExperimentConfig) -> int:
     """Bytes the server sends one sampled client: the model, plus MIME-lite's optimizer state."""
     state = 4 * OPTIMIZER_SLOTS[config.client_optimizer] * sum(trainable_sizes) if config.algorithm == "mime" else 0
-    return model_bytes(weights) + state
+    return model_bytes(weights) + state + (secure.extra_bytes(up=False) if config.secure_aggregation else 0)
 
 
 @dataclass(frozen=True)
@@ -224,10 +227,14 @@ def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int)
     weighted = config.dp_clip is None
     extra = {} if aggregator is None else {"model_aggregator": aggregator}
     algorithms = tff.learning.algorithms
-    if config.algorithm == "fedprox":
-        build = algorithms.build_weighted_fed_prox if weighted else algorithms.build_unweighted_fed_prox
-        return build(
-            model_fn, proximal_strength=config.prox_mu, client_optimizer_fn=client, server_optimizer_fn=server, **extra
+    if config.algorithm == "fedprox":  # fedlab's own: TFF 0.87's proximal term has the wrong sign (proximal.py)
+        return proximal.build_fed_prox(
+            model_fn,
+            mu=config.prox_mu,
+            client_optimizer=client,
+            server_optimizer=server,
+            weighted=weighted,
+            model_aggregator=aggregator,
         )
     if config.algorithm == "mime":
         # MIME-lite's base optimizer is the client optimizer; the server keeps its state and broadcasts it.

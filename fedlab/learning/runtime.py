@@ -28,6 +28,7 @@ import contextlib
 import functools
 import importlib.util
 import ipaddress
+import logging
 import os
 import queue
 import shutil
@@ -401,8 +402,39 @@ def _tff_classes():
     return WorkerStub, OverlappingRemoteExecutor
 
 
-def _remote_context_kwargs(stub, *, default_num_clients: int = 0) -> dict:
-    """What an (a)sync TFF execution context needs to run on one worker through `stub`."""
+@contextlib.contextmanager
+def quiet_tensorflow_log() -> Iterator[None]:
+    """TensorFlow logs only critical messages inside. TFF's secure sums build range checks (tf.debugging asserts)
+    that TensorFlow reports as "never used", one ERROR with a stack trace each, though TFF wires them in."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def secure_sum_compiler(compile_fn):
+    """`compile_fn` after TFF's secure intrinsics (federated_secure_sum_bitwidth and friends) are replaced by their
+    insecure TensorFlow bodies, as TFF's test backend does (tensorflow_federated/python/core/backends/test/
+    compiler.py, `replace_secure_intrinsics_with_bodies`): the same clipping, integer encoding and modular sums,
+    computed in the clear, since TFF's C++ worker implements no secure sum. No key exchange or masking runs."""
+    tff = tff_internals.modules()
+
+    def compile_secure(comp):
+        with quiet_tensorflow_log():
+            replaced = tff.test_compiler.replace_secure_intrinsics_with_bodies(comp)
+        # The replacement is rebuilt from its proto, which drops the Python containers of the computation's type
+        # (a learning process's output would come back as a plain dict); give it the original's type back.
+        return compile_fn(type(replaced).with_type(replaced, comp.type_signature))
+
+    return compile_secure
+
+
+def _remote_context_kwargs(stub, *, default_num_clients: int = 0, secure_sum: bool = False) -> dict:
+    """What an (a)sync TFF execution context needs to run on one worker through `stub`; `secure_sum`: TFF's secure
+    intrinsics are compiled to their insecure bodies (`secure_sum_compiler`)."""
     tff = tff_internals.modules()
     _, executor_class = _tff_classes()
 
@@ -417,7 +449,9 @@ def _remote_context_kwargs(stub, *, default_num_clients: int = 0) -> dict:
     factory = tff.python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
     return dict(
         executor_fn=factory,
-        compiler_fn=tff.compiler.desugar_and_transform_to_native,
+        compiler_fn=(secure_sum_compiler if secure_sum else lambda fn: fn)(
+            tff.compiler.desugar_and_transform_to_native
+        ),
         transform_args=tff.tensorflow_computation.transform_args,
         transform_result=tff.tensorflow_computation.transform_result,
     )
@@ -427,7 +461,8 @@ class Runtime:
     """A TFF execution context: a local worker_binary we start, or remote workers we connect to.
 
     Use `with runtime.activate():` in the thread that calls TFF computations (TFF contexts are per thread);
-    inside it a gRPC failure is a WorkerError naming the worker.
+    inside it a gRPC failure is a WorkerError naming the worker. `secure_sum`: computations may use TFF's secure
+    intrinsics, compiled to their insecure bodies (`secure_sum_compiler`).
     """
 
     def __init__(
@@ -437,8 +472,10 @@ class Runtime:
         max_concurrent_calls: int = -1,
         start_timeout: float = 30.0,
         connect_timeout: float = CONNECT_TIMEOUT,
+        secure_sum: bool = False,
     ):
         self.workers = tuple(workers)
+        self.secure_sum = secure_sum
         self._processes: list[subprocess.Popen] = []
         self._channels = []
         try:
@@ -469,7 +506,7 @@ class Runtime:
             stub = stub_class(channel, where=f"the local TFF worker (pid {process.pid}, {target})")
             wait_ready({target: stub}, timeout=start_timeout, processes={target: process})
             check_loopback_only(process)
-            return tff.sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stub))
+            return tff.sync_execution_context.SyncExecutionContext(**self._context_kwargs(stub))
         stubs = {}
         for target in self.workers:
             channel = grpc.insecure_channel(target, _GRPC_OPTIONS)
@@ -477,13 +514,22 @@ class Runtime:
             stubs.setdefault(target, []).append(stub_class(channel, where=f"the TFF worker at {target}"))
         wait_ready({target: found[0] for target, found in stubs.items()}, timeout=connect_timeout)
         if len(self.workers) == 1:  # nothing to split: the local runtime's context, on that worker
-            return tff.sync_execution_context.SyncExecutionContext(**_remote_context_kwargs(stubs[self.workers[0]][0]))
+            return tff.sync_execution_context.SyncExecutionContext(**self._context_kwargs(stubs[self.workers[0]][0]))
         contexts = [
-            tff.async_execution_context.AsyncExecutionContext(**_remote_context_kwargs(stub))
+            tff.async_execution_context.AsyncExecutionContext(**self._context_kwargs(stub))
             for found in stubs.values()
             for stub in found
         ]
-        return tff.execution_contexts.create_mergeable_comp_execution_context(contexts)
+        if not self.secure_sum:
+            return tff.execution_contexts.create_mergeable_comp_execution_context(contexts)
+        # TFF's create_mergeable_comp_execution_context, with the secure intrinsics compiled away first.
+        return tff.mergeable_comp_execution_context.MergeableCompExecutionContext(
+            async_contexts=contexts,
+            compiler_fn=secure_sum_compiler(tff.mergeable_comp_compiler.compile_to_mergeable_comp_form),
+        )
+
+    def _context_kwargs(self, stub) -> dict:
+        return _remote_context_kwargs(stub, secure_sum=self.secure_sum)
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:

@@ -28,10 +28,15 @@ def modules() -> types.SimpleNamespace:
             f"tensorflow-federated=={EXPECTED_TFF_VERSION} --no-deps"
         )
     from tensorflow_federated.proto.v0 import executor_pb2
-    from tensorflow_federated.python.core.backends.native import compiler, execution_contexts
+    from tensorflow_federated.python.core.backends.native import compiler, execution_contexts, mergeable_comp_compiler
+    from tensorflow_federated.python.core.backends.test import compiler as test_compiler
     from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-    from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context, sync_execution_context
+    from tensorflow_federated.python.core.impl.execution_contexts import (
+        async_execution_context,
+        mergeable_comp_execution_context,
+        sync_execution_context,
+    )
     from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
     from tensorflow_federated.python.core.impl.executors import (
         remote_executor,
@@ -43,6 +48,9 @@ def modules() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         executor_pb2=executor_pb2,
         compiler=compiler,
+        test_compiler=test_compiler,
+        mergeable_comp_compiler=mergeable_comp_compiler,
+        mergeable_comp_execution_context=mergeable_comp_execution_context,
         execution_contexts=execution_contexts,
         tensorflow_computation=tensorflow_computation,
         context_stack=context_stack_impl.context_stack,

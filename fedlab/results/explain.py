@@ -154,15 +154,20 @@ def _average_step(config: ExperimentConfig, reported: int | None) -> str:
             f" With differential privacy each update was first clipped to length {config.dp_clip:g}, and "
             f"Gaussian noise (multiplier {config.dp_noise:g}) was added to the sum."
         )
-    return text + " " + SERVER_VIEW
+    return text + " " + (SECURE_VIEW if config.secure_aggregation else SERVER_VIEW)
 
 
-# What secure aggregation would change, said beside every average (it cannot run on the local runtime).
+# What the server sees, said beside every average.
 SERVER_VIEW = (
-    "The server saw each client's update on its own. Secure aggregation would let it see only their sum: each "
-    "update clipped to fixed bounds, summed as integers of a fixed bit width and masked pairwise, which costs some "
-    "precision and extra bytes and key exchanges per client. TFF's local runtime here has no secure sum, so fedlab "
-    "cannot run it."
+    "The server saw each client's update on its own. Secure aggregation (a what-if) would let it see only their "
+    "sum: each value clipped to bounds, summed as integers of a fixed bit width and masked pairwise, which costs "
+    "some precision, extra bytes and key exchanges per client."
+)
+SECURE_VIEW = (
+    "With secure aggregation the server saw only the sum: TFF's secure aggregator clipped each value to bounds it "
+    "estimates every round and summed the values as 32-bit integers modulo 2^32, with a few extra bytes per client. "
+    "This run computed those numbers in the clear: it simulates what secure aggregation produces, not its "
+    "cryptography, so no key exchange or masking ran."
 )
 
 

@@ -94,9 +94,10 @@ def lessons() -> list[Lesson]:
         Lesson(
             "fedprox",
             "FedProx: a leash on client drift",
-            "FedProx adds a proximal term (mu/2)·||w − w_global||² to each client's loss, meant to keep "
-            "clients near the shared model. mu = 0 is FedAvg. In TFF 0.87 the term's gradient is added with "
-            "the opposite sign (see the setting's help), so watch what a larger mu really does.",
+            "FedProx adds a proximal term (mu/2)·||w − w_global||² to each client's loss, so each local step "
+            "is pulled back towards the shared model by mu·(w − w_global). mu = 0 is FedAvg. fedlab trains it "
+            "with its own client work: TFF 0.87's FedProx adds that pull with the wrong sign "
+            "(proximal_client_work.py, line 90), pushing clients away, and is not used here.",
             (
                 _reference("FedAvg"),
                 _what_if("FedProx mu 0.1", algorithm="fedprox", prox_mu=0.1),
@@ -164,11 +165,12 @@ def lessons() -> list[Lesson]:
             "secure_aggregation",
             "Secure aggregation",
             "With secure aggregation the server learns only the sum of the updates, never one client's. "
-            "TFF's secure aggregator clips the updates and sums them as integers; the run here shows what "
-            "clipping costs, since the secure sum itself cannot run on this runtime.",
+            "TFF's secure aggregator clips each value to bounds it estimates every round and sums the values as "
+            "32-bit integers modulo 2^32. fedlab computes those numbers in the clear: the run shows what secure "
+            "aggregation does to the model and the bytes, not its cryptography (no key exchange or masking runs).",
             (
                 _reference("plain sum"),
-                _what_if("updates clipped to norm 1", dp_clip=1.0),
+                _what_if("secure sum", secure_aggregation=True),
             ),
             notes.secure_aggregation,
         ),
