@@ -181,7 +181,7 @@ def lessons() -> list[Lesson]:
             (
                 _reference(notes.CLEAN),
                 _what_if(notes.ATTACKED, malicious_clients=POISONED_SHARE, attack="label-flip"),
-                _what_if(notes.DEFENDED, malicious_clients=POISONED_SHARE, attack="label-flip", defense="robust"),
+                _what_if(notes.DEFENDED, malicious_clients=POISONED_SHARE, attack="label-flip", defense=notes.DEFENCE),
             ),
             notes.poisoning,
         ),
