@@ -256,8 +256,9 @@ def secure_aggregation(runs: Mapping[str, RunNumbers]) -> str:
     )
 
 
-# The poisoning lesson's defence, the one that did best against label flipping on the real data (docs/results.md,
-# "Defences from the literature"), and the lesson's runs (fedlab.teaching.lessons).
+# The poisoning lesson's defence and runs (fedlab.teaching.lessons). On the real data the median did best against
+# label flipping (docs/results.md, "Defences from the literature"); on the lesson's 10 synthetic clients it cost the
+# honest clients 3.5 points at 30 % and 2.7 at 50 %, where multi-Krum won back 2.6 and 12.1.
 DEFENCE = "multi-krum"
 CLEAN, ATTACKED, DEFENDED = "no attack", "half flip labels", f"half flip, {DEFENCE} defence"
 
