@@ -45,20 +45,24 @@ def test_krum_scores_the_honest_cluster_lowest_and_multi_krum_averages_it():
     assert int(ra.assumed_byzantine(100, 0.3)) == 30
 
 
-def aggregate(factory, values):
+@pytest.fixture(scope="module")
+def runtime():
+    """One TFF runtime for this module's factory tests."""
+    from fedlab.learning.runtime import Runtime
+
+    runtime = Runtime()
+    yield runtime
+    runtime.close()
+
+
+def aggregate(runtime, factory, values):
     """One round of the factory's process over these client values (lists of float32 arrays)."""
     import tensorflow_federated as tff
 
-    from fedlab.learning.runtime import Runtime
-
     value_type = tff.types.to_type([tff.types.TensorType(np.float32, np.shape(v)) for v in values[0]])
     process = factory.create(value_type)
-    runtime = Runtime()
-    try:
-        with runtime.activate():
-            return process.next(process.initialize(), values)
-    finally:
-        runtime.close()
+    with runtime.activate():
+        return process.next(process.initialize(), values)
 
 
 def client(scale: float) -> list[np.ndarray]:
@@ -66,30 +70,30 @@ def client(scale: float) -> list[np.ndarray]:
 
 
 @pytest.mark.tff
-def test_each_gathering_factory_sees_every_update_and_an_update_scaled_by_a_million_does_not_move_it():
+def test_each_gathering_factory_sees_every_update_and_an_update_scaled_by_a_million_does_not_move_it(runtime):
     honest = [client(s) for s in (0.9, 1.0, 1.1, 1.2)]
     values = [*honest, client(1e6)]
-    median = aggregate(ra.GatheringFactory("median"), values)
+    median = aggregate(runtime, ra.GatheringFactory("median"), values)
     assert np.allclose(median.result[0], client(1.1)[0]) and np.allclose(median.result[1], client(1.1)[1])
     assert median.measurements["updates"] == 5
-    trimmed = aggregate(ra.GatheringFactory("trimmed-mean", beta=0.2), values)
+    trimmed = aggregate(runtime, ra.GatheringFactory("trimmed-mean", beta=0.2), values)
     assert np.allclose(trimmed.result[1], np.full((2, 2), 1.1))  # 0.9 and 1e6 cut
     assert trimmed.measurements["trimmed_each_end"] == 1
-    krum = aggregate(ra.GatheringFactory("multi-krum", share=0.2), values)
+    krum = aggregate(runtime, ra.GatheringFactory("multi-krum", share=0.2), values)
     assert np.allclose(krum.result[0], client(1.05)[0])  # the four honest ones, averaged
     assert (krum.measurements["zeroed_count"], krum.measurements["byzantine"]) == (1, 1)
 
 
 @pytest.mark.tff
-def test_norm_bounding_clips_each_update_and_adds_only_a_little_noise():
+def test_norm_bounding_clips_each_update_and_adds_only_a_little_noise(runtime):
     from fedlab.learning.federated import defense_counts
 
     values = [client(1.0), client(-1.0), client(1e6)]
-    quiet = aggregate(ra.norm_bound_factory(clip_norm=0.5, noise=0.0, clients_per_round=3), values)
+    quiet = aggregate(runtime, ra.norm_bound_factory(clip_norm=0.5, noise=0.0, clients_per_round=3), values)
     assert defense_counts(quiet.measurements) == (3, 0)
     norm = np.sqrt(sum(np.sum(np.square(part)) for part in quiet.result))
     assert norm == pytest.approx(0.5 / 3, rel=1e-4)  # only the huge one is left: clipped to 0.5, over 3 clients
-    noisy = aggregate(ra.norm_bound_factory(clip_norm=0.5, noise=0.01, clients_per_round=3), values)
+    noisy = aggregate(runtime, ra.norm_bound_factory(clip_norm=0.5, noise=0.01, clients_per_round=3), values)
     moved = np.concatenate([(a - b).ravel() for a, b in zip(noisy.result, quiet.result)])
     assert 0 < np.abs(moved).max() < 0.1
 
