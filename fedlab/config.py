@@ -128,14 +128,25 @@ SECURE_WITH_COMPRESSION = (
 USER_FEATURES = ("user_id", *HABIT_FEATURES)
 # Plain SGD rate at which a client re-learns its local part (TFF's default reconstruction rate).
 RECONSTRUCTION_LR = 0.1
-DEFENSES = ("none", "clip", "zeroing", "robust")
+DEFENSES = ("none", "clip", "zeroing", "robust", "median", "trimmed-mean", "multi-krum", "norm-bound")
 DEFENSE_HELP = {
     "none": "Every update is averaged as it is.",
     "clip": "Scales each update down to at most the clipping norm, so no client moves the model further than that.",
     "zeroing": "Drops (zeroes) updates far longer than most (TFF's adaptive estimate), the signature of a scaled-up "
     "attack; leaves ordinary-sized poisoned updates in.",
-    "robust": "TFF's robust aggregator: adaptive zeroing of outliers, then adaptive clipping at the median norm.",
+    "robust": "TFF's robust aggregator: adaptive zeroing of outliers, then adaptive clipping at its estimate of the "
+    "0.8 quantile of the update norms.",
+    "median": "Coordinate-wise median: each value of the new update is the median of the clients' values, so a "
+    "minority of clients cannot drag it far.",
+    "trimmed-mean": "Trimmed mean: for each value, the clients' largest and smallest (the share beta at each end) are "
+    "cut and the rest averaged.",
+    "multi-krum": "Multi-Krum: each update is scored by its distance to its nearest neighbours, and only the n - f "
+    "closest to the crowd (f = assumed attackers) are averaged.",
+    "norm-bound": "Norm bounding with a little noise (Sun et al. 2019): each update is clipped to the clipping norm "
+    "and small Gaussian noise is added to their mean, against targeted (backdoor) attacks.",
 }
+# Defences that need every client's update at the server (fedlab.learning.robust_aggregators).
+GATHERING_DEFENSES = ("median", "trimmed-mean", "multi-krum")
 # Uniform quantisation bit widths TFF's encoders support for a model update (0 = off).
 COMPRESSION_BITS = (2, 16)
 KINDS = ("int", "float", "choice", "bool", "features", "path", "text", "list")
@@ -775,8 +786,10 @@ class ExperimentConfig:
             summary="{text} defence",
             group="what_if",
             noun="defence",
-            help="How the server limits what one client's update can do (TFF's robust aggregators); each round "
-            "records how many updates it clipped and zeroed.",
+            help="How the server limits what one client's update can do (TFF's robust aggregators, and the robust "
+            "rules of the literature); each round records how many updates it clipped and zeroed (multi-Krum: left "
+            "out). Median, trimmed mean and multi-Krum need every update at the server: in this simulation it holds "
+            "them all, but they cannot be combined with secure aggregation.",
         ),
     )
     clip_norm: float | None = field(
@@ -793,8 +806,57 @@ class ExperimentConfig:
             noun="defence clipping norm",
             step=0.1,
             format="%.2f",
-            help="For the clip defence: each update is scaled down to at most this L2 norm. Empty = adaptive (TFF's "
-            "estimate of the median update norm, updated every round).",
+            help="For the clip and norm-bound defences: each update is scaled down to at most this L2 norm. Empty = "
+            "adaptive (TFF's estimate of the 0.8 quantile of the update norms, updated every round).",
+        ),
+    )
+    trim_beta: float = field(
+        default=0.1,
+        metadata=setting(
+            label="Trimmed mean: share cut at each end (beta)",
+            kind="float",
+            summary="beta {value:g}",
+            min=0.0,
+            max=0.5,
+            below=True,
+            group="what_if",
+            noun="trimmed mean beta",
+            step=0.05,
+            format="%.2f",
+            help="For the trimmed-mean defence: of each value, the clients' largest and smallest (this share of the "
+            "clients at each end) are cut before averaging. 0 = the plain mean.",
+        ),
+    )
+    krum_byzantine: int | None = field(
+        default=None,
+        metadata=setting(
+            label="Multi-Krum: attackers assumed (f)",
+            kind="int",
+            summary="f = {value}",
+            min=0,
+            max=10000,
+            none="the malicious share",
+            group="what_if",
+            noun="multi-krum attackers",
+            help="For the multi-krum defence: how many attackers the server assumes among a round's n updates; it "
+            "averages the n - f updates closest to their neighbours. Empty = the run's malicious share of n (the "
+            "best case: the server guesses right).",
+        ),
+    )
+    bound_noise: float = field(
+        default=0.001,
+        metadata=setting(
+            label="Norm bounding: noise (standard deviation)",
+            kind="float",
+            summary="noise {value:g}",
+            min=0.0,
+            max=1.0,
+            group="what_if",
+            noun="norm-bound noise",
+            step=0.001,
+            format="%.4f",
+            help="For the norm-bound defence: the standard deviation of the Gaussian noise added to each value of "
+            "the mean update. 0 = clipping only.",
         ),
     )
     name: str = field(
@@ -902,6 +964,11 @@ class ExperimentConfig:
             self.defense,
             self.clip_norm,
             training_path(self)[0],
+            self.trim_beta,
+            self.krum_byzantine,
+            self.bound_noise,
+            # multi-Krum's default f comes from the malicious share
+            self.malicious_clients if self.defense == "multi-krum" and self.krum_byzantine is None else None,
         )
 
     def value(self, name: str) -> Any:
@@ -994,12 +1061,23 @@ def _check_settings(config: DataConfig | ExperimentConfig) -> None:
 
 def _aggregation_conflicts(config: ExperimentConfig) -> Iterator[str]:
     """Settings (or combinations) that TFF cannot build or run here, each as one sentence why."""
+    gathering = config.defense in GATHERING_DEFENSES
+    if gathering and config.secure_aggregation:
+        yield (
+            f"the {config.defense} defence needs every update at the server, so it cannot be combined with secure "
+            "aggregation, which shows the server only their sum"
+        )
     if config.secure_aggregation and config.defense != "none":
         yield SECURE_WITH_DEFENSE
     if config.secure_aggregation and config.compression_bits:
         yield SECURE_WITH_COMPRESSION
     if config.secure_aggregation and config.dp_clip is not None:
         yield DISTRIBUTED_DP_UNAVAILABLE
+    if gathering and (config.dp_clip is not None or config.compression_bits):
+        yield (
+            f"the {config.defense} defence needs every update at the server as it is, so it cannot be combined with "
+            f"{'differential privacy' if config.dp_clip is not None else 'compression'}"
+        )
     if config.defense != "none" and config.dp_clip is not None:
         yield "a defence and differential privacy cannot be combined: DP already clips every update at its norm"
     if config.defense != "none" and config.compression_bits:

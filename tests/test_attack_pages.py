@@ -124,6 +124,6 @@ def test_the_poisoning_lesson_note_and_charts_come_from_the_stored_runs(db):
     at.selectbox(key="lesson_key").select("poisoning").run()
     note = next(info.value for info in at.info if "Look at" in info.value)
     assert "30.0% against 48.9% for the clean run on the same clients (-18.9 points)" in note
-    assert "got 42.0%" in note and "+12.0 against no defence" in note and "clipped 6 and zeroed 1" in note
+    assert "got 42.0%" in note and "+12.0 against no defence" in note and "it left out 1 update in 3" in note
     names = {trace["name"] for trace in chart(at, "Test accuracy under attack")["data"]}
     assert {"attacked", "defended", "defended · clean reference"} <= names  # the stored runs' names

@@ -60,7 +60,12 @@ class BuildCache:
     def processes(self, spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int):
         from fedlab.learning.federated import build_processes
 
-        key = (spec, config.model_shape_key, config.seed, clients_per_round if config.dp_clip is not None else None)
+        key = (
+            spec,
+            config.model_shape_key,
+            config.seed,
+            clients_per_round if config.dp_clip is not None or config.defense == "norm-bound" else None,
+        )
         with self._lock:
             if key not in self._processes:
                 self._processes[key] = build_processes(spec, config, clients_per_round=clients_per_round)

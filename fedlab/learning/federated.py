@@ -18,7 +18,7 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from fedlab.config import RECONSTRUCTION_LR, SHARDS, ExperimentConfig, training_path
-from fedlab.learning import proximal, secure
+from fedlab.learning import proximal, robust_aggregators, secure
 from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
 
 
@@ -58,9 +58,12 @@ QUANTIZE_THRESHOLD = 256
 
 
 def model_aggregator(config: ExperimentConfig, clients_per_round: int):
-    """The aggregator of the clients' model updates: None (TFF's weighted mean), a defence (TFF's robust
-    factories), TFF's secure aggregator (fedlab.learning.secure), DP-FedAvg (TFF's Gaussian aggregator at a fixed
-    clipping norm), or uniform quantisation after a Hadamard rotation."""
+    """The aggregator of the clients' model updates: None (TFF's weighted mean), a defence (TFF's robust factories,
+    or median, trimmed mean, multi-Krum and norm bounding from `robust_aggregators`), TFF's secure aggregator
+    (fedlab.learning.secure), DP-FedAvg (TFF's Gaussian aggregator at a fixed clipping norm), or uniform quantisation
+    after a Hadamard rotation."""
+    if config.defense in robust_aggregators.DEFENSES:
+        return robust_aggregators.defense_factory(config, clients_per_round)
     if config.defense != "none":
         return defense_aggregator(config.defense, clip_norm=config.clip_norm)
     if config.secure_aggregation:

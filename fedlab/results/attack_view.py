@@ -38,12 +38,15 @@ def clean_config(config: ExperimentConfig, *, name: str = "") -> ExperimentConfi
         attack_classes=_PLAIN.attack_classes,
         defense="none",
         clip_norm=_PLAIN.clip_norm,
+        trim_beta=_PLAIN.trim_beta,
+        krum_byzantine=_PLAIN.krum_byzantine,
+        bound_noise=_PLAIN.bound_noise,
     )
 
 
 def is_clean_reference(candidate: ExperimentConfig, config: ExperimentConfig) -> bool:
     """Whether `candidate` is a clean run of `config`'s settings. The attack's and defence's own settings (attack
-    kind, classes, clipping norm) do nothing in a clean run, so they may differ."""
+    kind, classes, clipping norm, beta, f, noise) do nothing in a clean run, so they may differ."""
     clean = candidate.malicious_clients == 0 and candidate.defense == "none"
     return clean and clean_config(candidate) == clean_config(config)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from fedlab.config import DEFENSE_HELP, SHARDS, ExperimentConfig, training_path
+from fedlab.config import DEFENSE_HELP, GATHERING_DEFENSES, SHARDS, ExperimentConfig, training_path
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "sgdm": "SGD with momentum", "adam": "Adam", "yogi": "Yogi", "adagrad": "Adagrad"}
 
@@ -94,14 +94,8 @@ def attack_paragraph(config: ExperimentConfig, latest: Mapping | None) -> str:
             "never poisoned."
         )
     if config.defense != "none":
-        norm = f" (clipping norm {config.clip_norm:g})" if config.defense == "clip" and config.clip_norm else ""
-        done = "It counts the updates it clips and zeroes every round."
-        if latest is not None:
-            done = (
-                f"This round it clipped {int(latest.get('clipped', 0)):,} and zeroed {int(latest.get('zeroed', 0)):,} "
-                f"of the {int(latest['clients']):,} updates."
-            )
-        parts.append(f"Defence **{config.defense}**{norm}. {DEFENSE_HELP[config.defense]} {done}")
+        parts.append(f"Defence **{config.defense}**{_defense_settings(config)}. {DEFENSE_HELP[config.defense]} ")
+        parts[-1] += _defense_counts(config, latest)
     elif parts:
         parts.append("No defence: the server averages the poisoned updates with the honest ones.")
     return "\n\n**Attack and defence.** " + " ".join(parts) if parts else ""
@@ -217,3 +211,36 @@ def _count(number: int | None, noun: str) -> str:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _defense_settings(config: ExperimentConfig) -> str:
+    """The defence's own settings, in brackets, when it has any."""
+    if config.defense in ("clip", "norm-bound") and config.clip_norm:
+        return f" (clipping norm {config.clip_norm:g})"
+    if config.defense == "trimmed-mean":
+        return f" (beta {config.trim_beta:g})"
+    if config.defense == "multi-krum":
+        f = "the malicious share" if config.krum_byzantine is None else config.krum_byzantine
+        return f" (attackers assumed: {f})"
+    return ""
+
+
+def _defense_counts(config: ExperimentConfig, latest: Mapping | None) -> str:
+    """What the defence counts every round, and this round's counts when there is one."""
+    if config.defense in GATHERING_DEFENSES:
+        needs = (
+            "It needs every update at the server: this simulation's server holds them all, which is why it cannot run "
+            "under secure aggregation."
+        )
+        if config.defense != "multi-krum":
+            return f"{needs} It drops no whole update, so its clipped and zeroed counts stay 0."
+        if latest is None:
+            return f"{needs} It counts the updates it leaves out every round (as zeroed)."
+        left_out, clients = int(latest.get("zeroed", 0)), int(latest["clients"])
+        return f"{needs} This round it left out {left_out:,} of the {clients:,} updates."
+    if latest is None:
+        return "It counts the updates it clips and zeroes every round."
+    return (
+        f"This round it clipped {int(latest.get('clipped', 0)):,} and zeroed {int(latest.get('zeroed', 0)):,} "
+        f"of the {int(latest['clients']):,} updates."
+    )

@@ -178,13 +178,17 @@ def lessons() -> list[Lesson]:
             "poisoning",
             "Poisoning and a defence",
             "Some phones may lie: a malicious client trains on wrong labels and sends the update that comes of "
-            "it, and the server never sees the data behind an update. A defence limits what one update can do: "
-            "TFF's robust aggregator drops updates far longer than the rest and clips the others to the median "
-            "length.",
+            "it, and the server never sees the data behind an update. A defence limits what one update can do. "
+            "On the real data (100 clients, 30 % flipping labels) the coordinate-wise median did best: the honest "
+            "clients' acc@1 was 22.7 %, against 19.2 % with no defence and 22.6 % for the clean model (TFF's "
+            "robust aggregator 20.2 %, trimmed mean 22.4 %, multi-Krum 18.6 %). With this lesson's 10 clients "
+            "the median of each value is too noisy (it cost the honest clients 3.5 points at 30 %), so the defence "
+            "here is multi-Krum: it averages only the updates closest to their neighbours, leaving out as many as "
+            "the attackers it assumes.",
             (
                 _reference(notes.CLEAN),
                 _what_if(notes.ATTACKED, malicious_clients=POISONED_SHARE, attack="label-flip"),
-                _what_if(notes.DEFENDED, malicious_clients=POISONED_SHARE, attack="label-flip", defense="robust"),
+                _what_if(notes.DEFENDED, malicious_clients=POISONED_SHARE, attack="label-flip", defense=notes.DEFENCE),
             ),
             notes.poisoning,
         ),
