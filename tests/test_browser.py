@@ -222,7 +222,8 @@ def test_train_a_tiny_real_run_in_the_browser(tmp_path):
                 expect(page.get_by_label("GRU units", exact=True)).to_have_value("8")
                 # The quick edits above must leave the preset's nine features selected (a widget-state race
                 # in the settings form once emptied the list here).
-                expect(page.locator('[data-testid="stMultiSelect"] [data-baseweb="tag"]')).to_have_count(9)
+                features = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Input features")
+                expect(features.locator('[data-baseweb="tag"]')).to_have_count(9)
                 # ... and every other setting valid: widgets that lost their state fell back to a minimum of 0.
                 expect(page.get_by_text("a setting is not allowed")).to_have_count(0)
                 expect(page.get_by_text(re.compile(r"^Estimate: about"))).to_be_visible()
