@@ -16,9 +16,10 @@ run: $(STAMP) jemalloc shim
 serve-class: $(STAMP) jemalloc shim
 	FEDLAB_SHARED=1 $(BIN)/streamlit run app.py --server.port $(PORT) --server.address 0.0.0.0
 
-# pytest's settings (test paths, timeout, markers) and ruff's are in pyproject.toml. Two pytest workers, one test
-# file each at a time (module fixtures are built once); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
+# pytest's settings (test paths, timeout, markers) and ruff's are in pyproject.toml. Three pytest workers on the two
+# cores (many tests wait on a server or a subprocess), one test file each at a time, so module fixtures are built
+# once; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
 test: lint browser jemalloc shim
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
