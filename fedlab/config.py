@@ -10,11 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedlab.errors import ConfigError
+
+
+def positive_int_from_env(name: str, default: int) -> int:
+    """An environment setting that must be a whole number of at least 1 (`default` when unset or blank)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {text!r}")
+    return value
+
 
 # The attacks a config may name; fedlab.data.attacks carries them out.
 ATTACKS = ("label-flip", "random-labels", "targeted")

@@ -7,14 +7,14 @@ line naming the budget and the setting that raises it, FEDLAB_DATA_MEMORY_MB; no
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedlab.errors import ConfigError, DataError
+from fedlab.config import positive_int_from_env
+from fedlab.errors import DataError
 
 BUDGET_VARIABLE = "FEDLAB_DATA_MEMORY_MB"
 IDLE_VARIABLE = "FEDLAB_DATA_IDLE_MINUTES"
@@ -49,27 +49,14 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / 2**20:,.0f} MB"
 
 
-def _positive_from_env(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name} must be a whole number of at least 1, not {text!r}")
-    return value
-
-
 def budget_from_env() -> int:
     """FEDLAB_DATA_MEMORY_MB (default 2048) in bytes."""
-    return _positive_from_env(BUDGET_VARIABLE, DEFAULT_BUDGET_MB) * 2**20
+    return positive_int_from_env(BUDGET_VARIABLE, DEFAULT_BUDGET_MB) * 2**20
 
 
 def idle_seconds_from_env() -> float:
     """FEDLAB_DATA_IDLE_MINUTES (default 15) in seconds."""
-    return _positive_from_env(IDLE_VARIABLE, DEFAULT_IDLE_MINUTES) * 60.0
+    return positive_int_from_env(IDLE_VARIABLE, DEFAULT_IDLE_MINUTES) * 60.0
 
 
 class FrameBudget:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedlab.config import ExperimentConfig
-from fedlab.errors import ConfigError, FedlabError
+from fedlab.config import ExperimentConfig, positive_int_from_env
+from fedlab.errors import FedlabError
 from fedlab.runs.recording import Trainable, failure_message, one_line, record_end, record_run
 from fedlab.runs.schedule import Waiting, fair_order
 from fedlab.runs.store import RunStore
@@ -32,16 +32,7 @@ DEFAULT_QUEUE_LIMIT = 3
 def queue_limit_from_env() -> int:
     """FEDLAB_MAX_QUEUED_PER_SESSION (default 3): how many runs one owner (a signed-in user on a shared server,
     else a browser session) may have waiting or training."""
-    text = os.environ.get(QUEUE_LIMIT_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_QUEUE_LIMIT
-    try:
-        limit = int(text)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ConfigError(f"{QUEUE_LIMIT_VARIABLE} must be a whole number of at least 1, not {text!r}")
-    return limit
+    return positive_int_from_env(QUEUE_LIMIT_VARIABLE, DEFAULT_QUEUE_LIMIT)
 
 
 @dataclass(eq=False)

@@ -27,7 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedlab.errors import ConfigError, FedlabError
+from fedlab.config import positive_int_from_env
+from fedlab.errors import FedlabError
 
 OWNER_PREFIX = "user:"
 SECRET_FILE = "server_secret"
@@ -75,14 +76,7 @@ def check_name(name: str) -> str:
 
 def quota_from_env() -> int:
     """FEDLAB_UPLOAD_QUOTA_MB (default 400): how much one user may upload to a shared server, in bytes."""
-    text = os.environ.get(QUOTA_VARIABLE, "").strip()
-    try:
-        value = int(text) if text else DEFAULT_QUOTA_MB
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{QUOTA_VARIABLE} must be a whole number of at least 1, not {text!r}")
-    return value * 2**20
+    return positive_int_from_env(QUOTA_VARIABLE, DEFAULT_QUOTA_MB) * 2**20
 
 
 def quota_refusal(uploaded: int, nbytes: int, quota: int) -> str | None:
