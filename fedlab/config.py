@@ -144,6 +144,15 @@ SECURE_WITH_COMPRESSION = (
 USER_FEATURES = ("user_id", *HABIT_FEATURES)
 # Plain SGD rate at which a client re-learns its local part (TFF's default reconstruction rate).
 RECONSTRUCTION_LR = 0.1
+# Which layers Federated Reconstruction keeps on the client, and the features each needs.
+LOCAL_PARTS = ("user", "user-embedding", "habit-path", "user+output")
+LOCAL_PART_HELP = {
+    "user": "the user_id embedding and the habit path (whichever the features have).",
+    "user-embedding": "the user_id embedding only; the habit path is shared.",
+    "habit-path": "the habit path only; the user_id embedding is shared.",
+    "user+output": "the user part and the output layer: each client re-learns its own last layer too.",
+}
+LOCAL_PART_NEEDS = {"user-embedding": "user_id", "habit-path": "user_habits"}
 DEFENSES = ("none", "clip", "zeroing", "robust", "median", "trimmed-mean", "multi-krum", "norm-bound")
 DEFENSE_HELP = {
     "none": "Every update is averaged as it is.",
@@ -751,6 +760,50 @@ class ExperimentConfig:
             "user_id or user_habits among the features.",
         ),
     )
+    local_part: str = field(
+        default="user",
+        metadata=setting(
+            label="Local part (Federated Reconstruction)",
+            kind="choice",
+            summary="local part {value}",
+            choices=LOCAL_PARTS,
+            choice_help=LOCAL_PART_HELP,
+            group="advanced",
+            noun="local part",
+            help="Reconstruction only: which layers stay on each client and are re-learnt there every round.",
+        ),
+    )
+    reconstruction_lr: float = field(
+        default=RECONSTRUCTION_LR,
+        metadata=setting(
+            label="Reconstruction learning rate",
+            kind="float",
+            summary="reconstruction rate {value:g}",
+            min=0.0,
+            above=True,
+            max=10.0,
+            group="advanced",
+            step=0.01,
+            format="%.3f",
+            noun="reconstruction rate",
+            help="Reconstruction only: plain SGD step with which each client re-learns its local part, in training, "
+            "validation and test (TFF's default is 0.1).",
+        ),
+    )
+    reconstruction_epochs: int = field(
+        default=1,
+        metadata=setting(
+            label="Reconstruction passes",
+            kind="int",
+            summary="{value} reconstruction passes",
+            min=1,
+            max=20,
+            group="advanced",
+            noun="reconstruction passes",
+            help="Reconstruction only: passes over the client's round data (its local epochs) that re-learn the "
+            "local part before the shared part trains; the test re-learns for as many.",
+        ),
+    )
     malicious_clients: float = field(
         default=0.0,
         metadata=setting(
@@ -977,6 +1030,9 @@ class ExperimentConfig:
             self.compression_bits,
             self.secure_aggregation,
             self.reconstruction,
+            self.local_part,
+            self.reconstruction_lr,
+            self.reconstruction_epochs,
             self.defense,
             self.clip_norm,
             training_path(self)[0],
@@ -1114,6 +1170,8 @@ def _reconstruction_conflicts(config: ExperimentConfig) -> Iterator[str]:
             "reconstruction keeps the user part on the client, so it needs user_id or user_habits among the "
             "features (the biggest or habits preset)"
         )
+    elif config.local_part in LOCAL_PART_NEEDS and LOCAL_PART_NEEDS[config.local_part] not in config.features:
+        yield f"the local part {config.local_part} needs the feature {LOCAL_PART_NEEDS[config.local_part]}"
     elif config.algorithm != "fedavg":
         yield "reconstruction trains with TFF's FedRecon, which has no FedProx or MIME-lite form; choose fedavg"
     elif config.personalize_epochs:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from fedlab.config import PRESETS, ExperimentConfig
 from fedlab.errors import ConfigError
 from fedlab.learning.engine import Experiment
-from fedlab.learning.model import ModelSpec, build_model, user_layer_names
+from fedlab.learning.model import ModelSpec, build_model, local_layer_names, user_layer_names
 from tests.helpers import TINY
 from tests.pages_support import app, db  # noqa: F401
 from tests.test_cli import fedlab
@@ -93,12 +93,48 @@ def test_the_servers_state_holds_the_global_layers_only(tiny_data, build_cache):
             held = processes.learning.get_model_weights(learning_state)
     finally:
         runtime.close()
-    global_layers, _ = federated.split_layers(model, spec)
+    global_layers, _ = federated.split_layers(model, user_layer_names(spec))
     expected = [v for layer in global_layers for v in layer.trainable_weights + layer.non_trainable_weights]
     assert sorted(np.shape(w) for w in [*held.trainable, *held.non_trainable]) == sorted(
         tuple(v.shape) for v in expected
     )
     assert len(expected) == len(model.weights) - 3  # the user_id embedding, the habit path's kernel and bias
+
+
+@pytest.mark.tff
+def test_a_chosen_local_part_with_more_reconstruction_passes_keeps_exactly_those_layers_local(tiny_data, build_cache):
+    config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY).replace(rounds=1)
+    chosen = config.replace(local_part="user+output", reconstruction_epochs=2, reconstruction_lr=0.05)
+    records, report, experiment = run(chosen, tiny_data, build_cache)
+    default_records, _, _ = run(config, tiny_data, build_cache)
+    assert math.isfinite(records[0].val_loss) and 0 < report.accuracy <= 1
+    spec = experiment.spec
+    processes = build_cache.processes(spec, chosen, clients_per_round=records[0].clients)
+    assert processes.local_layers == ("user_id_embedding", "user_habits_prior", "next_category")
+    # The output layer is no longer sent: each client's update is smaller by exactly its weights.
+    output_bytes = sum(w.nbytes for w in build_model(spec).get_layer("next_category").get_weights())
+    assert default_records[0].bytes_up - records[0].bytes_up == output_bytes * records[0].clients
+
+
+def test_each_local_part_names_its_layers_and_one_whose_feature_is_missing_is_refused():
+    spec = ModelSpec(HABITS, 4, 5, (("user_id", 3),), (), 8, 0.0, 2)
+    assert local_layer_names(spec, "user") == ("user_id_embedding", "user_habits_prior")
+    assert local_layer_names(spec, "user-embedding") == ("user_id_embedding",)
+    assert local_layer_names(spec, "habit-path") == ("user_habits_prior",)
+    assert local_layer_names(spec, "user+output")[-1] == "next_category"
+    with pytest.raises(ConfigError, match="the local part habit-path needs the feature user_habits"):
+        ExperimentConfig(features=PRESETS["biggest"], reconstruction=True, local_part="habit-path")
+    with pytest.raises(ConfigError, match="reconstruction passes must be a whole number of at least 1"):
+        ExperimentConfig(features=HABITS, reconstruction=True, reconstruction_epochs=0)
+
+
+def test_validation_repeats_the_reconstruction_batches_for_each_pass():
+    from fedlab.learning.federated import reconstruction_eval_dataset, split_reconstruction_data
+
+    data = tf.data.Dataset.from_tensor_slices(({"x": np.zeros((2, 1))}, np.array([[1], [2]]))).batch(1)
+    reconstruct, scored = split_reconstruction_data(reconstruction_eval_dataset(data, data), passes=3)
+    assert [int(y[0, 0]) for _, y in reconstruct.as_numpy_iterator()] == [1, 2] * 3
+    assert [int(y[0, 0]) for _, y in scored.as_numpy_iterator()] == [1, 2]
 
 
 def test_validation_reconstructs_on_the_training_batches_and_scores_the_validation_batches():

@@ -21,10 +21,10 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from fedlab.config import HABIT_FEATURES, RECONSTRUCTION_LR, DataConfig, ExperimentConfig, training_path
+from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig, training_path
 from fedlab.data import attacks, pipeline
 from fedlab.errors import ConfigError
-from fedlab.learning.model import ModelSpec, build_model, loss_fn, metrics_fn, user_layer_names
+from fedlab.learning.model import ModelSpec, build_model, local_layer_names, loss_fn, metrics_fn
 from fedlab.learning.stopping import early_stopping
 from fedlab.records import RoundRecord, TestReport
 from fedlab.results import metrics
@@ -480,11 +480,11 @@ class Experiment:
             model,
             self.data,
             features=self.spec.features,
-            epochs=self.config.epochs,
-            learning_rate=RECONSTRUCTION_LR,
+            epochs=self.config.epochs * self.config.reconstruction_epochs,
+            learning_rate=self.config.reconstruction_lr,
             batch_size=self.config.batch_size,
             seed=self.config.seed,
-            train_only=user_layer_names(self.spec),
+            train_only=local_layer_names(self.spec, self.config.local_part),
             on_client=collect,
         )
         self._client_importance_hits = collect.result()

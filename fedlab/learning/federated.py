@@ -8,6 +8,7 @@ opaque outside it.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
-from fedlab.config import RECONSTRUCTION_LR, SHARDS, ExperimentConfig, training_path
+from fedlab.config import SHARDS, ExperimentConfig, training_path
 from fedlab.learning import proximal, robust_aggregators, secure
-from fedlab.learning.model import ModelSpec, build_model, input_signature, loss_fn, metrics_fn, user_layer_names
+from fedlab.learning.model import ModelSpec, build_model, input_signature, local_layer_names, loss_fn, metrics_fn
 
 
 def element_spec(spec: ModelSpec):
@@ -310,8 +311,8 @@ def evaluate(processes: Processes, weights: list[np.ndarray], datasets: list[tf.
 
 
 # -- Federated Reconstruction: the user part stays on the client -------------------------------------------------
-# TFF's FedRecon splits the model into global layers (broadcast, trained, averaged) and local ones (the user_id
-# embedding and the habit path, `user_layer_names`). Each round every client resets its local layers to their
+# TFF's FedRecon splits the model into global layers (broadcast, trained, averaged) and local ones (by default the
+# user_id embedding and the habit path; `local_layer_names` and the `local_part` setting). Each round every client resets its local layers to their
 # initial values, re-learns them on its own data with the global part frozen (plain SGD), then trains the global
 # part with its local part frozen and sends that update only. The server's state, the bytes each way and the
 # weights it hands back hold the global part; the local slots of those Keras lists keep the run's initial values.
@@ -333,29 +334,29 @@ def unwrap_state(state: object) -> tuple[object, list[np.ndarray] | None]:
     return state, None
 
 
-def split_layers(model: tf.keras.Model, spec: ModelSpec) -> tuple[list, list]:
-    """(global layers, local layers) of a model of this spec, in the model's layer order."""
-    local = set(user_layer_names(spec))
+def split_layers(model: tf.keras.Model, local_names: tuple[str, ...]) -> tuple[list, list]:
+    """(global layers, local layers) of a model whose layers named `local_names` stay local, in layer order."""
+    local = set(local_names)
     return [la for la in model.layers if la.name not in local], [la for la in model.layers if la.name in local]
 
 
-def global_layout(model: tf.keras.Model, spec: ModelSpec) -> WeightLayout:
+def global_layout(model: tf.keras.Model, local_names: tuple[str, ...]) -> WeightLayout:
     """Where each global variable, in FedRecon's order (trainable ones layer by layer, then the non-trainable
     ones), sits in Keras' get_weights() list."""
     position = {id(v): i for i, v in enumerate(model.weights)}
-    shared, _ = split_layers(model, spec)
+    shared, _ = split_layers(model, local_names)
     trainable = [v for layer in shared for v in layer.trainable_variables]
     frozen = [v for layer in shared for v in layer.non_trainable_variables]
     return WeightLayout(keras_index=tuple(position[id(v)] for v in trainable + frozen), trainable=len(trainable))
 
 
-def make_reconstruction_model_fn(spec: ModelSpec, *, seed: int = 0):
+def make_reconstruction_model_fn(spec: ModelSpec, local_names: tuple[str, ...], *, seed: int = 0):
     def model_fn() -> tff.learning.models.ReconstructionModel:
         # Seeding Keras' own generator (not only TF's) gives the local layers the run's seeded initial values,
         # the same as Experiment's seeded model, on every client in every round.
         tf.keras.utils.set_random_seed(seed)
         model = build_model(spec)
-        shared, local = split_layers(model, spec)
+        shared, local = split_layers(model, local_names)
         return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
             model, global_layers=shared, local_layers=local, input_spec=element_spec(spec)
         )
@@ -365,8 +366,10 @@ def make_reconstruction_model_fn(spec: ModelSpec, *, seed: int = 0):
 
 def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
     """TFF's FedRecon for training and its reconstruction evaluation for validation."""
-    layout = global_layout(build_model(spec), spec)  # a throwaway model, before tracing (as build_processes)
-    model_fn = make_reconstruction_model_fn(spec, seed=config.seed)
+    local_names = local_layer_names(spec, config.local_part)
+    layout = global_layout(build_model(spec), local_names)  # a throwaway model, before tracing (as build_processes)
+    model_fn = make_reconstruction_model_fn(spec, local_names, seed=config.seed)
+    reconstruct = optimizer("sgd", config.reconstruction_lr)
     aggregator = model_aggregator(config, clients_per_round)
     extra = {} if aggregator is None else {"model_aggregator_factory": aggregator}
     if config.dp_clip is not None:  # DP bounds each client's influence, so clients weigh the same
@@ -377,19 +380,22 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
         metrics_fn=metrics_fn,
         client_optimizer_fn=optimizer(config.client_optimizer, config.client_lr),
         server_optimizer_fn=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
-        reconstruction_optimizer_fn=optimizer("sgd", RECONSTRUCTION_LR),
-        # A round's dataset already repeats the local epochs: reconstruct over all of it, then train over all of it.
-        dataset_split_fn=tff.learning.models.ReconstructionModel.build_dataset_split_fn(),
+        reconstruction_optimizer_fn=reconstruct,
+        # A round's dataset already repeats the local epochs: reconstruct over all of it (that many times), then
+        # train over all of it.
+        dataset_split_fn=tff.learning.models.ReconstructionModel.build_dataset_split_fn(
+            recon_epochs=config.reconstruction_epochs
+        ),
         **extra,
     )
     evaluation = tff.learning.algorithms.build_fed_recon_eval(
         model_fn,
         loss_fn=loss_fn,
         metrics_fn=metrics_fn,
-        reconstruction_optimizer_fn=optimizer("sgd", RECONSTRUCTION_LR),
-        dataset_split_fn=split_reconstruction_data,
+        reconstruction_optimizer_fn=reconstruct,
+        dataset_split_fn=functools.partial(split_reconstruction_data, passes=config.reconstruction_epochs),
     )
-    return Processes(learning=learning, evaluation=evaluation, layout=layout, local_layers=user_layer_names(spec))
+    return Processes(learning=learning, evaluation=evaluation, layout=layout, local_layers=local_names)
 
 
 def reconstruction_eval_dataset(train: tf.data.Dataset, val: tf.data.Dataset) -> tf.data.Dataset:
@@ -399,9 +405,10 @@ def reconstruction_eval_dataset(train: tf.data.Dataset, val: tf.data.Dataset) ->
     return train.concatenate(val.map(lambda x, y: (x, -1 - y)))
 
 
-def split_reconstruction_data(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """FedRecon's dataset split for validation: (the batches to reconstruct on, the batches to score)."""
-    reconstruct = dataset.filter(lambda x, y: tf.reduce_all(y >= 0))
+def split_reconstruction_data(dataset: tf.data.Dataset, *, passes: int = 1) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """FedRecon's dataset split for validation: (the batches to reconstruct on, `passes` times, the batches to
+    score)."""
+    reconstruct = dataset.filter(lambda x, y: tf.reduce_all(y >= 0)).repeat(passes)
     scored = dataset.filter(lambda x, y: tf.reduce_all(y < 0)).map(lambda x, y: (x, -1 - y))
     return reconstruct, scored
 

@@ -106,9 +106,21 @@ def build_model(spec: ModelSpec) -> tf.keras.Model:
 
 def user_layer_names(spec: ModelSpec) -> tuple[str, ...]:
     """The layers that describe one user rather than people in general: the user_id embedding and each habit
-    feature's direct path to the logits (what Federated Reconstruction keeps on the client)."""
+    feature's direct path to the logits (what Federated Reconstruction keeps on the client by default)."""
     names = [f"{f}_embedding" for f in spec.features if f == "user_id"]
     return (*names, *(f"{f}_prior" for f in spec.features if f in HABIT_FEATURES))
+
+
+def local_layer_names(spec: ModelSpec, part: str = "user") -> tuple[str, ...]:
+    """The layers Federated Reconstruction keeps on the client for a `local_part` choice (config.LOCAL_PARTS)."""
+    user = user_layer_names(spec)
+    if part == "user-embedding":
+        return tuple(n for n in user if n.endswith("_embedding"))
+    if part == "habit-path":
+        return tuple(n for n in user if n.endswith("_prior"))
+    if part == "user+output":
+        return (*user, "next_category")
+    return user
 
 
 def loss_fn() -> tf.keras.losses.Loss:
