@@ -29,7 +29,15 @@ def within_client_permutation(offsets: np.ndarray, rng: np.random.Generator) -> 
 def _step_hits(model: tf.keras.Model, inputs: dict[str, np.ndarray], targets: np.ndarray, batch: int) -> np.ndarray:
     """(sequences,): targets of each sequence whose class the model ranks first (ties: the lowest class id,
     as in the test report)."""
-    logits = model.predict(inputs, batch_size=batch, verbose=0)
+    # predict_on_batch reuses one compiled predict function; `predict` sets up a new data pipeline per call,
+    # about 70 ms, which added up to seconds over the 1 + features x repeats calls of a test.
+    count = len(targets)
+    logits = np.concatenate(
+        [
+            model.predict_on_batch({f: x[start : start + batch] for f, x in inputs.items()})
+            for start in range(0, count, batch)
+        ]
+    )
     predictions = np.argmax(tf.nn.softmax(logits).numpy(), axis=-1)
     return (predictions == targets).reshape(len(targets), -1).sum(axis=1)
 
