@@ -14,6 +14,7 @@ MAX_GROWTH_MB_PER_RUN = 2.0
 
 
 @pytest.mark.tff
+@pytest.mark.slow
 def test_runs_one_after_another_keep_resident_memory_flat(tiny_data):
     """Least-squares slope of resident memory after runs 3..7 of a tiny federated model.
 

@@ -49,6 +49,7 @@ def test_workers_run_the_secure_sum(count):
 
 
 @pytest.mark.tff
+@pytest.mark.slow
 def test_a_secure_run_trains_fedavgs_weights_and_counts_its_extra_bytes(tiny_data, build_cache):
     def run(config):
         experiment = Experiment(config, data=tiny_data, cache=build_cache)

@@ -63,6 +63,7 @@ def test_federated_validation_equals_keras_on_the_pooled_validation_data(tiny_da
 
 
 @pytest.mark.tff
+@pytest.mark.slow
 def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_cache):
     config = ExperimentConfig(data=tiny_data.config, **TINY)
     result = round_vs_keras(config, repeats=1, data=tiny_data, cache=build_cache)
