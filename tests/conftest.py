@@ -43,17 +43,3 @@ def build_cache():
     from fedlab.learning.engine import BuildCache
 
     return BuildCache()
-
-
-# Marks that say a test trains, drives a browser or takes over half a minute, and what each adds to a file's cost.
-COSTLY_MARKS = {"tff": 1, "browser": 1, "slow": 3}
-
-
-def pytest_collection_modifyitems(items):
-    """Files with the most costly tests first, the rest in their usual order. The test workers take whole files
-    in this order, so the long files start at once and short ones fill the end (longest first packs best)."""
-    costly: dict[str, int] = {}
-    for item in items:
-        weight = sum(cost for mark, cost in COSTLY_MARKS.items() if item.get_closest_marker(mark))
-        costly[item.path] = costly.get(item.path, 0) + weight
-    items.sort(key=lambda item: -costly[item.path])  # sort is stable: within a file and among equals, as collected

@@ -167,6 +167,14 @@ def test_zip_with_two_files_is_refused(tmp_path):
     assert "exactly one" in str(load_error(buffer.getvalue()))
 
 
+def test_a_zip_member_without_a_name_is_a_data_error_not_a_crash():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("checkins.txt", "\n".join(good_rows()))
+        archive.filelist[0].filename = ""  # as a damaged archive's directory can name it
+    assert "exactly one data file, but holds 0" in str(load_error(buffer.getvalue()))
+
+
 def test_bytes_source_equals_path_source(tmp_path):
     path = raw_file(tmp_path, good_rows())
     pd.testing.assert_frame_equal(load_checkins(path.read_bytes()).frame, load_checkins(path).frame)

@@ -61,7 +61,8 @@ def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_m
     model, clients = experiment.initial_model(), records[0].clients
     local_bytes = sum(w.nbytes for w in user_part(experiment, initial)) * clients
     assert local_bytes > 0
-    assert 4 * sum(int(np.prod(w.shape)) for w in model.trainable_weights) * clients - records[0].bytes_up == local_bytes
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert 4 * trainable * clients - records[0].bytes_up == local_bytes
     assert 4 * model.count_params() * clients - records[0].bytes_down == local_bytes
     # A seeded run repeats: the same local starting values on every client, every round and at the test.
     again, again_report, _ = run(config.replace(reconstruction=True), tiny_data, build_cache)

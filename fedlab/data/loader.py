@@ -285,10 +285,13 @@ def _unzip(data: bytes, *, max_bytes: int | None) -> bytes:
 
 
 def _is_data_member(info: zipfile.ZipInfo) -> bool:
-    # Folders and macOS Finder metadata are not data files.
+    # Folders and macOS Finder metadata are not data files; nor is a member without a name (a damaged archive's,
+    # on which zipfile's own is_dir() fails).
     name = info.filename
     base = name.rsplit("/", 1)[-1]
-    return not (info.is_dir() or name.startswith("__MACOSX/") or base == ".DS_Store" or base.startswith("._"))
+    return bool(name) and not (
+        name.endswith("/") or name.startswith("__MACOSX/") or base == ".DS_Store" or base.startswith("._")
+    )
 
 
 def _normalise_newlines(data: bytes) -> bytes:

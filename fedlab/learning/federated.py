@@ -312,9 +312,10 @@ def evaluate(processes: Processes, weights: list[np.ndarray], datasets: list[tf.
 
 # -- Federated Reconstruction: the user part stays on the client -------------------------------------------------
 # TFF's FedRecon splits the model into global layers (broadcast, trained, averaged) and local ones (by default the
-# user_id embedding and the habit path; `local_layer_names` and the `local_part` setting). Each round every client resets its local layers to their
-# initial values, re-learns them on its own data with the global part frozen (plain SGD), then trains the global
-# part with its local part frozen and sends that update only. The server's state, the bytes each way and the
+# user_id embedding and the habit path; `local_layer_names` and the `local_part` setting). Each round every client
+# resets its local layers to their initial values, re-learns them on its own data with the global part frozen (plain
+# SGD at the reconstruction rate, for the reconstruction passes), then trains the global part with its local part
+# frozen and sends that update only. The server's state, the bytes each way and the
 # weights it hands back hold the global part; the local slots of those Keras lists keep the run's initial values.
 
 
