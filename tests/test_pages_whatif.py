@@ -307,6 +307,21 @@ def test_quick_demo_sets_small_settings_and_the_estimate_follows(db):
     assert "for all 5 rounds" in after and "default cost" in after and after != before
 
 
+def test_the_best_fedrecon_button_fills_the_setting_chosen_on_validation(db):
+    from fedlab.config import RECONSTRUCTION_BEST
+
+    at = app("train")
+    at.button(key="train_btn_recon_best").click().run()
+    assert_clean(at)
+    assert at.checkbox(key="train_reconstruction").value is True
+    assert at.multiselect(key="train_features").value == list(RECONSTRUCTION_BEST["features"])
+    assert at.number_input(key="train_reconstruction_lr").value == RECONSTRUCTION_BEST["reconstruction_lr"]
+    assert at.number_input(key="train_server_lr").value == RECONSTRUCTION_BEST["server_lr"]
+    assert "docs/results.md" in at.button(key="train_btn_recon_best").help
+    # A valid setting: Run is not refused.
+    assert not any("not allowed" in e.value or "reconstruction" in e.value for e in at.error)
+
+
 def test_the_estimate_learns_from_finished_runs(db):
     store_run(db, "earlier")
     at = app("train")
