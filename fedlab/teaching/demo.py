@@ -1,7 +1,7 @@
 """Two small demo runs, so a fresh dashboard has curves and results to show before anyone trains.
 
 Both use the synthetic city and differ only in the feature preset (the study's comparison). They are
-sized to finish in about half a minute each on two cores, and still show falling losses and rising accuracy.
+sized to finish in well under a minute each on two cores, and still show falling losses and rising accuracy.
 `python -m fedlab demo` (or `make demo-runs`) trains those not yet in the store; the dashboard queues
 them itself when it starts with an empty store, and again at a later start when one was interrupted
 (the app stopped while preparing it) or failed (fedlab/dashboard/state.py decides).
@@ -18,10 +18,10 @@ from fedlab.runs.recording import Trainable
 from fedlab.runs.store import RunStore
 
 # The synthetic city's 100 busiest users, as the Train page's default: on the shard path many users train in a few
-# TFF calls, so both demo runs are ready about a minute after the app starts (docs/performance.md).
+# TFF calls, so a fresh dashboard has both demo runs within about two minutes of its start (docs/performance.md).
 DEMO_DATA = DataConfig(top_users=100)
-# Few rounds of a mid-sized GRU; three local epochs so each round visibly learns. GRU dropout 0 repeats exactly.
-DEMO_SETTINGS = dict(rounds=5, patience=5, epochs=3, gru_units=128, dropout=0.0, seed=0)
+# Few rounds of a small GRU; three local epochs so each round visibly learns. GRU dropout 0 repeats exactly.
+DEMO_SETTINGS = dict(rounds=4, patience=4, epochs=3, gru_units=64, dropout=0.0, seed=0)
 DEMO_PRESETS = (("Demo · central", "central"), ("Demo · biggest", "biggest"))
 
 
