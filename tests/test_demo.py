@@ -37,10 +37,14 @@ def test_two_demo_runs_central_then_biggest():
 
 
 def test_demo_runs_are_small_federated_runs_on_the_synthetic_city():
+    from fedlab.config import SHARDS, ExperimentConfig, training_path
+
     for name, config in demo_runs():
         assert config.data.data is None  # the synthetic default city
         assert config.mode == "federated"
-        assert config.data.top_users is not None and config.data.top_users <= 30
+        # As many users as the Train page's default, on the shard path that trains them in a few TFF calls.
+        assert config.data.top_users is not None and config.data.top_users <= ExperimentConfig().data.top_users
+        assert training_path(config)[0] == SHARDS
         assert config.gru_units <= 64 and config.rounds <= 6
         assert config.rounds <= config.patience  # early stopping never cuts a demo curve short
         assert default_name(config) == name  # the store shows the demo name even without an explicit one
