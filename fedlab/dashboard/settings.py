@@ -82,6 +82,12 @@ RECONSTRUCTION_BEST_HELP = (
     + ". Its test accuracy, seeds 0-2, and the settings it was chosen from are in docs/results.md."
 )
 
+# Buttons that fill several settings at once: key suffix -> (label, settings, icon, help).
+BUNDLE_BUTTONS = {
+    "quick": ("Quick demo", QUICK_DEMO, ":material/bolt:", QUICK_DEMO_HELP),
+    "recon_best": ("FedRecon, best", RECONSTRUCTION_BEST, ":material/person_pin:", RECONSTRUCTION_BEST_HELP),
+}
+
 
 # ----- which settings the form shows -----
 
@@ -182,22 +188,10 @@ def _features(key: Callable[[str], str], prefix: str, preset: str, name: str, s:
             st.button(
                 label, key=key(f"btn_{preset_name}"), on_click=_set_preset, args=(prefix, preset_name), help=help_text
             )
-        st.button(
-            "Quick demo",
-            key=key("btn_quick"),
-            on_click=_set_bundle,
-            args=(prefix, QUICK_DEMO),
-            icon=":material/bolt:",
-            help=QUICK_DEMO_HELP,
-        )
-        st.button(
-            "FedRecon, best",
-            key=key("btn_recon_best"),
-            on_click=_set_bundle,
-            args=(prefix, RECONSTRUCTION_BEST),
-            icon=":material/person_pin:",
-            help=RECONSTRUCTION_BEST_HELP,
-        )
+        for name, (label, bundle, icon, help_text) in BUNDLE_BUTTONS.items():
+            st.button(
+                label, key=key(f"btn_{name}"), on_click=_set_bundle, args=(prefix, bundle), icon=icon, help=help_text
+            )
 
 
 def _widget(cell, key: str, s: Setting, *, disabled: bool = False):

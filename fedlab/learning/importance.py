@@ -31,11 +31,10 @@ def _step_hits(model: tf.keras.Model, inputs: dict[str, np.ndarray], targets: np
     as in the test report)."""
     # predict_on_batch reuses one compiled predict function; `predict` sets up a new data pipeline per call,
     # about 70 ms, which added up to seconds over the 1 + features x repeats calls of a test.
-    count = len(targets)
     logits = np.concatenate(
         [
             model.predict_on_batch({f: x[start : start + batch] for f, x in inputs.items()})
-            for start in range(0, count, batch)
+            for start in range(0, len(targets), batch)
         ]
     )
     predictions = np.argmax(tf.nn.softmax(logits).numpy(), axis=-1)
