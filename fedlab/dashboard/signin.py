@@ -20,7 +20,7 @@ from fedlab.runs.users import TOKEN_MAX_AGE_S, owner_key, quota_from_env, quota_
 
 COOKIE = "fedlab_user"
 _USER = "signed_in_user"
-_COOKIE_TO_WRITE = "_signin_cookie"  # the cookie line to send with the next run (None = clear it)
+_COOKIE_TO_WRITE = "_signin_cookie"  # the cookie this session sets in its browser (None = clear it)
 
 
 def secret() -> bytes:
@@ -112,9 +112,11 @@ def _become(name: str) -> None:
 
 
 def _write_cookie() -> None:
+    # Drawn on every run of the session, not once: a script element removed by the next rerun before the
+    # browser ran it (a busy machine, a quick click) would leave no cookie. The same element again is a no-op.
     if _COOKIE_TO_WRITE not in st.session_state:
         return
-    token = st.session_state.pop(_COOKIE_TO_WRITE)
+    token = st.session_state[_COOKIE_TO_WRITE]
     if token is None:
         line = f"{COOKIE}=; path=/; max-age=0; SameSite=Strict"
     else:
