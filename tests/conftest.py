@@ -39,7 +39,18 @@ def tiny_data(small_city):
 
 @pytest.fixture(scope="session")
 def build_cache():
-    """One build cache for the whole session, so tests with the same model shape build TFF processes once."""
+    """One build cache for the whole session, as the dashboard's: tests with the same model shape build TFF
+    processes once, and a run of the same processes as the run before reuses its runtime."""
     from fedlab.learning.engine import BuildCache
 
-    return BuildCache()
+    cache = BuildCache(keep_runtime=True)
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_warm_worker_after_a_test(request):
+    """Stops the session cache's warm runtime after each test that used it, so no test sees another's worker."""
+    yield
+    if "build_cache" in request.fixturenames:
+        request.getfixturevalue("build_cache").close()

@@ -51,6 +51,7 @@ def test_fedprox_at_mu_0_trains_the_same_weights_as_fedavg(tiny_data, build_cach
     options = dict(client_optimizer="sgd", client_lr=0.5, epochs=2)
     _, fedavg = run(config(tiny_data, **options), tiny_data, build_cache)
     _, fedprox = run(config(tiny_data, algorithm="fedprox", prox_mu=0.0, **options), tiny_data, build_cache)
+    assert fedprox._processes.evaluation is fedavg._processes.evaluation  # one per model shape, built once
     assert moved(fedavg) > 0
     for a, b in zip(fedavg.trained_model().get_weights(), fedprox.trained_model().get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -141,22 +141,25 @@ def test_the_cli_refuses_bad_attack_settings_with_status_2(arguments, message):
 def test_a_cli_run_under_attack_prints_and_records_what_the_attack_and_defence_did(tmp_path, capsys):
     import json
 
+    from fedlab import cli
     from tests.test_cli import TINY_RUN
 
+    # In this process, as the CLI's own main() (tests/test_cli.py runs it as a process of its own).
     attacked = [*TINY_RUN, "--malicious-clients", "0.34", "--attack", "targeted", "bar:cafe"]
     out_file = tmp_path / "run.json"
-    done = fedlab(*attacked, "--defense", "clip", "--clip-norm", "0.000001", "--json-out", str(out_file), "--no-store")
-    assert done.returncode == 0, done.stderr
-    assert "under attack (targeted, 1 malicious client)" in done.stdout and "true Bar predicted Cafe" in done.stdout
+    code = cli.main(
+        [*attacked, "--defense", "clip", "--clip-norm", "0.000001", "--json-out", str(out_file), "--no-store"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "under attack (targeted, 1 malicious client)" in out and "true Bar predicted Cafe" in out
     result = json.loads(out_file.read_text())
     assert [r["clipped"] for r in result["rounds"]] == [r["clients"] for r in result["rounds"]]
-    assert f"({result['rounds'][0]['clipped']} clipped)" in done.stdout
+    assert f"({result['rounds'][0]['clipped']} clipped)" in out
     assert (
         result["test"]["attack"]["pair"] == ["Bar", "Cafe"] and len(result["test"]["attack"]["malicious_clients"]) == 1
     )
-    # Refused before any training: in this process, as the CLI's own main().
-    from fedlab import cli
-
+    # Refused before any training.
     code = cli.main([*TINY_RUN, "--malicious-clients", "0.34", "--attack", "targeted", "Bar:Gym", "--no-store"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown class 'Gym'" in err and "Traceback" not in err

@@ -60,7 +60,38 @@ def test_test_scores_every_test_target(federated_run, tiny_data):
 
 
 @pytest.mark.tff
-def test_no_tff_worker_survives_a_run(federated_run):
+def test_a_run_of_the_same_processes_reuses_the_warm_worker_to_the_same_figures(federated_run, tiny_data, build_cache):
+    # build_cache keeps the last run's runtime, as the dashboard's does (federated_run built the processes).
+    config = ExperimentConfig(data=tiny_data.config, **TINY)
+    first, _, _ = _run(config, tiny_data, build_cache)
+    (warm,) = running_worker_pids()
+    again, _, _ = _run(config, tiny_data, build_cache)
+    assert running_worker_pids() == [warm]
+    assert [r.val_loss for r in again] == [r.val_loss for r in first]
+    build_cache.close()
+    assert running_worker_pids() == []
+
+
+@pytest.mark.tff
+def test_the_cache_keeps_one_warm_runtime_for_its_processes_and_none_that_failed():
+    from fedlab.learning.engine import BuildCache
+    from fedlab.learning.runtime import Runtime
+
+    local = ExperimentConfig()
+    BuildCache().keep_warm(object(), Runtime())  # the default cache (the CLI's) closes it
+    assert running_worker_pids() == []
+    cache, these, those = BuildCache(keep_runtime=True), object(), object()
+    first, second = Runtime(), Runtime()
+    cache.keep_warm(these, first)
+    cache.keep_warm(those, second)  # one kept at most: the first stops
+    assert running_worker_pids() == second.pids
+    assert cache.runtime(those, local) is second  # handed out for its own processes ...
+    cache.keep_warm(those, second)
+    other = cache.runtime(these, local)  # ... and stopped for others
+    assert other is not second and running_worker_pids() == other.pids
+    with pytest.raises(RuntimeError), other.activate():
+        raise RuntimeError("a round failed")
+    cache.keep_warm(these, other)
     assert running_worker_pids() == []
 
 

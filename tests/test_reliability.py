@@ -958,7 +958,8 @@ REAL_RUNS = 3  # the first builds the TFF processes (most of the cost); the othe
 
 @pytest.fixture(scope="module")
 def real_runs() -> dict:
-    """Tiny real federated runs one after another in this process, sharing one BuildCache (as the app does).
+    """Tiny real federated runs one after another in this process, sharing one BuildCache that keeps the last
+    run's runtime warm (as the app does), which is then closed.
 
     One user (one client) and a batch size of 4096, larger than the client's 10 training sequences:
     FedAvg allows it (the client trains on one partial batch), so these also cover those two cases.
@@ -968,7 +969,7 @@ def real_runs() -> dict:
     from fedlab.learning.runtime import running_worker_pids
 
     data = prepare(generate_city(users=12, days=120, seed=1), _tiny_data_config())
-    cache = BuildCache()
+    cache = BuildCache(keep_runtime=True)
     found = {"records": [], "tests": [], "workers": [], "threads": []}
     for _ in range(REAL_RUNS):
         experiment = Experiment(
@@ -985,6 +986,8 @@ def real_runs() -> dict:
         del experiment
         found["workers"].append(running_worker_pids())
         found["threads"].append(_python_threads())
+    cache.close()
+    found["workers_after_close"] = running_worker_pids()
     found["clients"] = len(data.client_ids)
     found["train_sequences"] = len(data.train)
     return found
@@ -1009,8 +1012,10 @@ def test_real_runs_with_one_user_and_a_batch_larger_than_its_data_train(real_run
 
 
 @pytest.mark.tff
-def test_real_runs_leave_no_worker_binary(real_runs):
-    assert real_runs["workers"] == [[]] * REAL_RUNS
+def test_real_runs_share_one_warm_worker_binary_and_leave_none_once_closed(real_runs):
+    (warm,) = real_runs["workers"][0]
+    assert real_runs["workers"] == [[warm]] * REAL_RUNS
+    assert real_runs["workers_after_close"] == []
 
 
 @pytest.mark.tff

@@ -86,4 +86,6 @@ def test_bench_times_a_round_against_keras_on_the_same_batches(tiny_data, build_
     assert result["validation_seconds"] > 0 and result["worker_cpu_seconds_per_round"] > 0
     assert result["per_user_validation_seconds"] > 0 and result["per_user_worker_cpu_seconds_per_round"] > 0
     assert result["worker_allocator"] == (Path(worker_allocator()).name if worker_allocator() else "system")
+    assert len(running_worker_pids()) <= 1  # the shared cache keeps the last run's runtime warm, no more
+    build_cache.close()
     assert running_worker_pids() == []

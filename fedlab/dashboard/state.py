@@ -59,7 +59,7 @@ class SharedBuildCache:
             if self._cache is None:
                 from fedlab.learning.engine import BuildCache
 
-                self._cache = BuildCache()
+                self._cache = BuildCache(keep_runtime=True)
             return self._cache
 
 

@@ -34,12 +34,17 @@ PREDICT_BATCH = 1024
 
 
 class BuildCache:
-    """Prepared data per data config and built TFF processes per model shape, shared by runs in one
-    process, so a second run with the same data and shapes starts at once."""
+    """Prepared data per data config and built TFF processes per model shape, shared by runs in one process, so a
+    second run with the same data and shapes starts at once. With `keep_runtime` (the dashboard, which trains run
+    after run) it also keeps the last run's local TFF runtime for the next run of the same processes; `close()`
+    stops it."""
 
-    def __init__(self, *, max_datasets: int = 4):
+    def __init__(self, *, max_datasets: int = 4, keep_runtime: bool = False):
         self._lock = threading.Lock()
         self._processes: dict[tuple, object] = {}
+        self._evaluations: dict[ModelSpec, object] = {}
+        self._keep_runtime = keep_runtime
+        self._warm: tuple | None = None  # (processes, Runtime): a finished run's idle local runtime
         self._datasets: collections.OrderedDict = collections.OrderedDict()
         self._max_datasets = max_datasets
 
@@ -58,7 +63,7 @@ class BuildCache:
         return data
 
     def processes(self, spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int):
-        from fedlab.learning.federated import build_processes
+        from fedlab.learning.federated import build_evaluation, build_processes
 
         key = (
             spec,
@@ -68,8 +73,53 @@ class BuildCache:
         )
         with self._lock:
             if key not in self._processes:
-                self._processes[key] = build_processes(spec, config, clients_per_round=clients_per_round)
+                # One evaluation per model shape serves every algorithm and seed (a third of a build's time).
+                if not config.reconstruction and spec not in self._evaluations:
+                    self._evaluations[spec] = build_evaluation(spec)
+                self._processes[key] = build_processes(
+                    spec, config, clients_per_round=clients_per_round, evaluation=self._evaluations.get(spec)
+                )
             return self._processes[key]
+
+    def runtime(self, processes, config: ExperimentConfig):
+        """The TFF runtime for a run of these processes: the last run's, kept warm, when it ran the same processes
+        on this machine (its context has them compiled and its worker has their functions ready: a tiny run's
+        rounds cost a fifth of a fresh runtime's); else a new one."""
+        from fedlab.learning.runtime import Runtime
+
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            if warm[0] is processes and not config.workers:
+                return warm[1]
+            _close_runtime(warm[1])
+        return Runtime(workers=config.workers, secure_sum=config.secure_aggregation)
+
+    def keep_warm(self, processes, runtime) -> None:
+        """With `keep_runtime`, keeps a finished run's local runtime idle for the next run of the same processes;
+        one at most, as a worker that ran other processes keeps their functions (about 25 MB each). Otherwise,
+        or when it failed or spans remote workers, closes it."""
+        if not self._keep_runtime or runtime.failed or runtime.workers:
+            _close_runtime(runtime)
+            return
+        with self._lock:
+            previous, self._warm = self._warm, (processes, runtime)
+        if previous is not None:
+            _close_runtime(previous[1])
+
+    def close(self) -> None:
+        """Stops the idle runtime, if any (its worker also stops when this process ends)."""
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            _close_runtime(warm[1])
+
+
+def _close_runtime(runtime) -> None:
+    from fedlab.learning.federated import forget_compiled_computations
+
+    runtime.close()
+    forget_compiled_computations()
 
 
 def experiment_factory(cache: BuildCache | None = None) -> Callable[[ExperimentConfig], Experiment]:
@@ -170,9 +220,7 @@ class Experiment:
         started = time.perf_counter()
         self._initial_weights = self._fresh_model(seeded=True).get_weights()
         if self.config.mode == "federated":
-            from fedlab.learning.runtime import Runtime
-
-            self._runtime = Runtime(workers=self.config.workers, secure_sum=self.config.secure_aggregation)
+            self._runtime = self._cache.runtime(self._processes, self.config)
         self.timing["build_seconds"] = round(self.timing["build_seconds"] + time.perf_counter() - started, 3)
 
     def _resolve_attack(self) -> attacks.Attack | None:
@@ -556,10 +604,7 @@ class Experiment:
         }
 
     def close(self) -> None:
-        if self._runtime is not None:
-            from fedlab.learning.federated import forget_compiled_computations
-
-            self._runtime.close()
-            self._runtime = None
-            forget_compiled_computations()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            self._cache.keep_warm(self._processes, runtime)
         release_run_memory()

@@ -202,19 +202,30 @@ class Processes:
     shards: bool = False  # a TFF client is a shard of users (fedlab.learning.sharded), not one user
 
 
-def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
+def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int, evaluation=None) -> Processes:
+    """The run's learning and evaluation processes. `evaluation`: one `build_evaluation(spec)` built before, reused
+    (it is the same for every algorithm; ignored by FedRecon, whose validation re-learns the local part)."""
     if config.reconstruction:
         return reconstruction_processes(spec, config, clients_per_round=clients_per_round)
     # The layout comes from a throwaway model built before tracing (tracing invalidates earlier Keras models).
     layout = WeightLayout.of(build_model(spec))
-    model_fn = make_model_fn(spec, seed=config.seed)
-    learning = learning_process(model_fn, config, clients_per_round)
-    # Evaluation iterates each client's batches in a loop: the same metrics as TFF's default dataset reduce,
-    # at about a quarter of the worker's CPU time per client (`fedlab bench` reports validation seconds).
-    evaluation = tff.learning.algorithms.build_fed_eval(
-        model_fn, loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR
+    learning = learning_process(make_model_fn(spec, seed=config.seed), config, clients_per_round)
+    return Processes(
+        learning=learning,
+        evaluation=evaluation or build_evaluation(spec),
+        layout=layout,
+        shards=training_path(config)[0] == SHARDS,
     )
-    return Processes(learning=learning, evaluation=evaluation, layout=layout, shards=training_path(config)[0] == SHARDS)
+
+
+def build_evaluation(spec: ModelSpec):
+    """TFF's federated evaluation of this model shape. It is handed the weights to score (`evaluate`), so the
+    algorithm and the seed play no part in it."""
+    # It iterates each client's batches in a loop: the same metrics as TFF's default dataset reduce, at about a
+    # quarter of the worker's CPU time per client (`fedlab bench` reports validation seconds).
+    return tff.learning.algorithms.build_fed_eval(
+        make_model_fn(spec), loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR
+    )
 
 
 def learning_process(model_fn, config: ExperimentConfig, clients_per_round: int):

@@ -51,6 +51,11 @@ _GRPC_OPTIONS = [
     ("grpc.max_message_length", 2_000_000_000),
     ("grpc.max_receive_message_length", 2_000_000_000),
     ("grpc.max_send_message_length", 2_000_000_000),
+    # A worker we just started listens a few tenths of a second later; with gRPC's default first reconnect
+    # backoff (1 s) every run would wait that second.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
 ]
 CONNECT_TIMEOUT = 5.0  # seconds to wait for a remote worker before the run fails
 # gRPC codes meaning the connection, not the computation, failed.
@@ -476,6 +481,7 @@ class Runtime:
     ):
         self.workers = tuple(workers)
         self.secure_sum = secure_sum
+        self.failed = False  # a call raised: the context may hold a half-done round, so it is not reused
         self._processes: list[subprocess.Popen] = []
         self._channels = []
         try:
@@ -537,6 +543,7 @@ class Runtime:
             with translate_worker_errors(self.where), tff_internals.modules().context_stack.install(self.context):
                 yield
         except BaseException:
+            self.failed = True
             self._cancel_leftover_subrounds()
             raise
 
