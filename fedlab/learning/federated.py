@@ -8,9 +8,11 @@ opaque outside it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,17 +207,35 @@ class Processes:
 def build_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int, evaluation=None) -> Processes:
     """The run's learning and evaluation processes. `evaluation`: one `build_evaluation(spec)` built before, reused
     (it is the same for every algorithm; ignored by FedRecon, whose validation re-learns the local part)."""
-    if config.reconstruction:
-        return reconstruction_processes(spec, config, clients_per_round=clients_per_round)
-    # The layout comes from a throwaway model built before tracing (tracing invalidates earlier Keras models).
-    layout = WeightLayout.of(build_model(spec))
-    learning = learning_process(make_model_fn(spec, seed=config.seed), config, clients_per_round)
+    with _without_bitpacking_note():
+        if config.reconstruction:
+            return reconstruction_processes(spec, config, clients_per_round=clients_per_round)
+        # The layout comes from a throwaway model built before tracing (tracing invalidates earlier Keras models).
+        layout = WeightLayout.of(build_model(spec))
+        learning = learning_process(make_model_fn(spec, seed=config.seed), config, clients_per_round)
     return Processes(
         learning=learning,
         evaluation=evaluation or build_evaluation(spec),
         layout=layout,
         shards=training_path(config)[0] == SHARDS,
     )
+
+
+class _BitpackingNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "temporarily allocate extra memory" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_bitpacking_note() -> Iterator[None]:
+    """TF Model Optimization's bit packing (TFF's compression) warns on the root logger that it may use extra memory,
+    once per tensor each time it is traced: a screenful per compressed run, and nothing the user can act on."""
+    note, root = _BitpackingNote(), logging.getLogger()
+    root.addFilter(note)
+    try:
+        yield
+    finally:
+        root.removeFilter(note)
 
 
 def build_evaluation(spec: ModelSpec):
