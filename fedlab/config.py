@@ -1098,7 +1098,6 @@ def training_path(config: ExperimentConfig) -> tuple[str, str]:
         return PER_USER, "centralized: no federated rounds"
     reasons = (
         (config.one_client_per_user, "one TFF client per user was asked for"),
-        (config.reconstruction, "FedRecon re-learns each user's local part in TFF's own client work"),
         (config.algorithm == "fedprox", "FedProx's proximal term runs in fedlab's own per-user client work"),
         (config.algorithm == "mime", "MIME-lite's client steps run in TFF's own client work"),
         (config.dp_clip is not None, "DP clips each user's update"),

@@ -307,15 +307,14 @@ class Experiment:
         rng = np.random.default_rng(self.config.seed)
         val_data = self._validation_data()
         if self._processes.shards:
-            val_data = self._shards(val_data, self.data.val.client_sizes()[self._val_clients()], training=False)
+            val_data = self._shard_validation(val_data)
         with self._runtime.activate():
             state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
-            train_data = self.round_datasets(chosen, number)
-            if self._processes.shards:
-                train_data = self._shards(train_data, self.data.train.client_sizes()[chosen] * self.config.epochs)
+            shards = self._processes.shards
+            train_data = self._shard_round(chosen, number) if shards else self.round_datasets(chosen, number)
             with self._runtime.activate():
                 cpu, training = self._worker_cpu_seconds(), time.perf_counter()
                 result = federated.run_round(
@@ -347,14 +346,40 @@ class Experiment:
                 zeroed=result.zeroed,
             )
 
-    def _shards(self, datasets: list, sizes: np.ndarray, *, training: bool = True) -> list:
-        """Per-user datasets grouped into the shard path's few TFF client datasets (users of `sizes` sequences)."""
+    def _shard_round(self, chosen: np.ndarray, number: int) -> list:
+        """Round `number`'s training data for the shard path: the chosen users (`round_datasets`) in a few shards."""
+        from fedlab.learning import sharded, sharded_recon
+
+        config, batches = self.config, self._batches(self.data.train.client_sizes()[chosen]) * self.config.epochs
+        join = sharded_recon.shard_dataset if config.reconstruction else sharded.shard_dataset
+        return self._shards(self.round_datasets(chosen, number), batches * (config.reconstruction_epochs + 1), join)
+
+    def _shard_validation(self, datasets: list) -> list:
+        """Every client's validation data (`_validation_data`) in a few shards."""
+        from fedlab.learning import sharded, sharded_recon
+
+        clients, config = self._val_clients(), self.config
+        batches = self._batches(self.data.val.client_sizes()[clients])
+        if not config.reconstruction:
+            return self._shards(datasets, batches, sharded.pooled_dataset)
+        passes = config.epochs * config.reconstruction_epochs
+        batches = batches + passes * self._batches(self.data.train.client_sizes()[clients])
+        return self._shards(datasets, batches, sharded_recon.shard_dataset)
+
+    def _batches(self, sizes: np.ndarray) -> np.ndarray:
+        return np.ceil(np.asarray(sizes) / self.config.batch_size).astype(int)
+
+    def _shards(self, datasets: list, batches: np.ndarray, join: Callable) -> list:
+        """Per-user datasets joined (`join`) into the shard path's few TFF client datasets, balanced by `batches`."""
         from fedlab.learning.federated import lean_options
         from fedlab.learning.sharded import group_users
 
-        batches = [int(b) for b in np.ceil(np.asarray(sizes) / self.config.batch_size)]
         return group_users(
-            datasets, batches, workers=len(self.config.workers), training=training, options=lean_options()
+            datasets,
+            [int(b) for b in batches],
+            workers=len(self.config.workers),
+            join=join,
+            options=lean_options(),
         )
 
     def _val_clients(self) -> np.ndarray:
@@ -382,30 +407,56 @@ class Experiment:
         return chosen
 
     def round_datasets(self, clients: np.ndarray, number: int) -> list:
-        """The training data of round `number` for these clients, shuffled with a seed of the run and round."""
-        return self._datasets("train", clients, shuffle_seed=self.config.seed * 100_003 + number)
+        """The training data of round `number` for these clients, shuffled with a seed of the run and round.
 
-    def _datasets(self, split: str, clients: np.ndarray, *, shuffle_seed: int | None = None) -> list:
-        from fedlab.learning.federated import client_dataset
+        Under FedRecon, each client's data is its reconstruction passes then its local epochs, every pass in its own
+        seeded order, fixed in the dataset (TFF iterates a client's data once per phase, and the shard path once for
+        both: the same batches either way). The phases are tagged for the path: `sharded_recon.split_phases` on
+        shards, `federated.mark_training_batches` for TFF's per-client split."""
+        from fedlab.learning import federated, sharded_recon
+
+        config, seed = self.config, self._round_seed(number)
+        if not config.reconstruction:
+            return self._datasets("train", clients, shuffle_seed=seed)
+        passes = config.epochs * config.reconstruction_epochs
+        users = self._datasets("train", clients, shuffle_seed=seed, passes=passes + config.epochs, fixed_order=True)
+        tag = sharded_recon.split_phases if self._processes.shards else federated.mark_training_batches
+        batches = self._batches(self.data.train.client_sizes()[clients])
+        return [tag(ds, passes * int(b)) for ds, b in zip(users, batches)]
+
+    def _round_seed(self, number: int) -> int:
+        return self.config.seed * 100_003 + number
+
+    def _datasets(
+        self,
+        split: str,
+        clients: np.ndarray,
+        *,
+        shuffle_seed: int | None = None,
+        passes: int | None = None,
+        fixed_order: bool = False,
+    ) -> list:
+        """Each client's batches of one split: `passes` over its data (default: the local epochs for training, one
+        otherwise), reshuffled on every pass when `shuffle_seed` is given (`fixed_order`: in an order drawn once, the
+        same on every iteration of the dataset)."""
+        from fedlab.learning.federated import client_dataset, client_passes
 
         arrays = self.data.split(split)
-        epochs = self.config.epochs if split == "train" else 1
+        epochs = passes or (self.config.epochs if split == "train" else 1)
         attack = self.attack if split == "train" else None  # validation and test data are never poisoned
         out = []
         for i in clients:
             inputs, targets = arrays.client(int(i))
             if attack is not None:
                 targets = attack.poison(targets, client=int(i))
-            out.append(
-                client_dataset(
-                    inputs,
-                    targets,
-                    self.spec,
-                    batch_size=self.config.batch_size,
-                    epochs=epochs,
-                    shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i),
+            seed = None if shuffle_seed is None else shuffle_seed + int(i)
+            batch_size = self.config.batch_size
+            if fixed_order:
+                out.append(client_passes(inputs, targets, self.spec, batch_size=batch_size, passes=epochs, seed=seed))
+            else:
+                out.append(
+                    client_dataset(inputs, targets, self.spec, batch_size=batch_size, epochs=epochs, shuffle_seed=seed)
                 )
-            )
         return out
 
     def _validation_data(self) -> list:
@@ -417,14 +468,16 @@ class Experiment:
         val = self._datasets("val", clients)
         if not self.config.reconstruction:
             return val
+        from fedlab.learning.sharded_recon import then_score
+
         config, train = self.config, self.data.train
-        return [
-            reconstruction_eval_dataset(
-                client_dataset(*train.client(int(i)), self.spec, batch_size=config.batch_size, epochs=config.epochs),
-                scored,
-            )
-            for i, scored in zip(clients, val)
+        own = [
+            client_dataset(*train.client(int(i)), self.spec, batch_size=config.batch_size, epochs=config.epochs)
+            for i in clients
         ]
+        if self._processes.shards:
+            return [then_score(t.repeat(config.reconstruction_epochs), v) for t, v in zip(own, val)]
+        return [reconstruction_eval_dataset(t, v) for t, v in zip(own, val)]
 
     def _centralized_epochs(self) -> Iterator[_Step]:
         """The same model in plain Keras on the pooled training data of the same clients."""

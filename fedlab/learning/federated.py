@@ -397,11 +397,27 @@ def make_reconstruction_model_fn(spec: ModelSpec, local_names: tuple[str, ...], 
 
 
 def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clients_per_round: int) -> Processes:
-    """TFF's FedRecon for training and its reconstruction evaluation for validation."""
+    """TFF's FedRecon for training and its reconstruction evaluation for validation; on the shard path, the same
+    FedRecon with many users per TFF client call (fedlab.learning.sharded_recon)."""
     local_names = local_layer_names(spec, config.local_part)
     layout = global_layout(build_model(spec), local_names)  # a throwaway model, before tracing (as build_processes)
     model_fn = make_reconstruction_model_fn(spec, local_names, seed=config.seed)
     reconstruct = optimizer("sgd", config.reconstruction_lr)
+    if training_path(config)[0] == SHARDS:
+        from fedlab.learning import sharded_recon
+
+        learning = sharded_recon.build_sharded_fed_recon(
+            model_fn,
+            loss_fn=loss_fn,
+            metrics_fn=metrics_fn,
+            client_optimizer=optimizer(config.client_optimizer, config.client_lr),
+            server_optimizer=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
+            reconstruction_optimizer=reconstruct,
+        )
+        evaluation = sharded_recon.build_sharded_fed_recon_eval(
+            model_fn, loss_fn=loss_fn, metrics_fn=metrics_fn, reconstruction_optimizer=reconstruct
+        )
+        return Processes(learning=learning, evaluation=evaluation, layout=layout, local_layers=local_names, shards=True)
     aggregator = model_aggregator(config, clients_per_round)
     extra = {} if aggregator is None else {"model_aggregator_factory": aggregator}
     if config.dp_clip is not None:  # DP bounds each client's influence, so clients weigh the same
@@ -413,11 +429,9 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
         client_optimizer_fn=optimizer(config.client_optimizer, config.client_lr),
         server_optimizer_fn=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
         reconstruction_optimizer_fn=reconstruct,
-        # A round's dataset already repeats the local epochs: reconstruct over all of it (that many times), then
-        # train over all of it.
-        dataset_split_fn=tff.learning.models.ReconstructionModel.build_dataset_split_fn(
-            recon_epochs=config.reconstruction_epochs
-        ),
+        # A round's dataset holds the reconstruction passes, then the local epochs with their targets marked
+        # (`mark_training_batches`).
+        dataset_split_fn=split_reconstruction_data,
         **extra,
     )
     evaluation = tff.learning.algorithms.build_fed_recon_eval(
@@ -437,9 +451,18 @@ def reconstruction_eval_dataset(train: tf.data.Dataset, val: tf.data.Dataset) ->
     return train.concatenate(val.map(lambda x, y: (x, -1 - y)))
 
 
+def mark_training_batches(dataset: tf.data.Dataset, reconstruct_batches: int) -> tf.data.Dataset:
+    """One client's data for FedRecon's training with one TFF client per user: the first `reconstruct_batches`
+    batches to reconstruct on, the rest to train on, their targets carried as -1 - target (read back by
+    `split_reconstruction_data`). The dataset must give the same batches on every iteration (`client_passes`)."""
+    return dataset.enumerate().map(
+        lambda i, batch: (batch[0], tf.where(i < reconstruct_batches, batch[1], -1 - batch[1]))
+    )
+
+
 def split_reconstruction_data(dataset: tf.data.Dataset, *, passes: int = 1) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """FedRecon's dataset split for validation: (the batches to reconstruct on, `passes` times, the batches to
-    score)."""
+    """FedRecon's dataset split: (the batches to reconstruct on, `passes` times; the marked batches, targets read
+    back: scored in validation, trained on in training)."""
     reconstruct = dataset.filter(lambda x, y: tf.reduce_all(y >= 0)).repeat(passes)
     scored = dataset.filter(lambda x, y: tf.reduce_all(y < 0)).map(lambda x, y: (x, -1 - y))
     return reconstruct, scored
@@ -471,6 +494,20 @@ def client_dataset(
         ds = ds.shuffle(max(len(targets), 1), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.repeat(epochs) if epochs > 1 else ds
+    return ds.with_options(lean_options())
+
+
+def client_passes(
+    inputs: dict[str, np.ndarray], targets: np.ndarray, spec: ModelSpec, *, batch_size: int, passes: int, seed: int
+) -> tf.data.Dataset:
+    """One client's sequences for `passes` passes, each in its own order drawn from `seed`, as batches (a pass's last
+    batch may be short). The orders are fixed in the dataset: every iteration gives the same batches, unlike a
+    reshuffling `shuffle`, whose second iterator draws new orders."""
+    rng = np.random.default_rng(seed)
+    order = np.stack([rng.permutation(len(targets)) for _ in range(passes)])
+    features = collections.OrderedDict((f, inputs[f][order]) for f in spec.features)
+    ds = tf.data.Dataset.from_tensor_slices((features, targets[order]))
+    ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size))
     return ds.with_options(lean_options())
 
 

@@ -57,14 +57,14 @@ def group_users(
     batches: list[int],
     *,
     workers: int = 0,
-    training: bool = True,
+    join=None,
     options: tf.data.Options | None = None,
 ) -> list[tf.data.Dataset]:
-    """A round's per-user datasets as the few TFF client datasets of the shard path: `shard_dataset`s for
-    training, `pooled_dataset`s for evaluation; `batches` = each user's batches, for balancing the shards;
-    `options` set on each (the per-user datasets' own, as `federated.lean_options`)."""
+    """A round's per-user datasets as the few TFF client datasets of the shard path, each shard's users joined by
+    `join` (default `shard_dataset`, for training; `pooled_dataset` for evaluation); `batches` = each user's
+    batches, for balancing the shards; `options` set on each (the per-user datasets' own, `federated.lean_options`)."""
     shards = assign_shards(batches, shard_count(len(datasets), cores=local_cores(), workers=workers))
-    join = shard_dataset if training else pooled_dataset
+    join = join or shard_dataset
     grouped = [join([datasets[i] for i in members]) for members in shards]
     return grouped if options is None else [ds.with_options(options) for ds in grouped]
 
@@ -72,15 +72,15 @@ def group_users(
 def shard_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, each batch as (batch, the user's position in this list)."""
     tagged = [ds.map(lambda x, y, tag=tag: ((x, y), tf.constant(tag, tf.int32))) for tag, ds in enumerate(datasets)]
-    return _concatenate(tagged)
+    return concatenate(tagged)
 
 
 def pooled_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, batches unchanged (for evaluation, whose metrics are sums)."""
-    return _concatenate(datasets)
+    return concatenate(datasets)
 
 
-def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
+def concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     # A balanced tree keeps the dataset graph shallow however many users a shard holds.
     while len(datasets) > 1:
         pairs = [datasets[i].concatenate(datasets[i + 1]) for i in range(0, len(datasets) - 1, 2)]
@@ -89,6 +89,15 @@ def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
 
 
 # -- the client work ----------------------------------------------------------------------------------------------
+def user_delta(start, variables, examples, delta_sum, weight_sum):
+    """(delta_sum, weight_sum) with one more user's update added, as TFF's model-delta client work makes it:
+    start - trained, all zero and weight 0 when any value is not finite; weighted by the user's examples."""
+    delta = tuple(s - v.read_value() for s, v in zip(start, variables))
+    delta, non_finite = tff.learning.tensor_utils.zero_all_if_any_non_finite(delta)
+    weight = tf.where(non_finite > 0, 0.0, tf.cast(examples, tf.float32))
+    return tuple(total + d * weight for total, d in zip(delta_sum, delta)), weight_sum + weight
+
+
 def build_shard_update(model_fn):
     """The tf.function that trains one shard; the model is built once per trace (as TFF's own client update)."""
     model = model_fn()
@@ -104,20 +113,12 @@ def build_shard_update(model_fn):
         def fresh_optimizer():
             return optimizer.set_hparams(optimizer.initialize(specs), hparams)
 
-        def close_user(delta_sum, weight_sum, examples):
-            # The user's update as TFF's model-delta client work makes it: start - trained, all zero and
-            # weight 0 when any value is not finite; weighted by the user's examples.
-            delta = tuple(s - v.read_value() for s, v in zip(start, variables))
-            delta, non_finite = tff.learning.tensor_utils.zero_all_if_any_non_finite(delta)
-            weight = tf.where(non_finite > 0, 0.0, tf.cast(examples, tf.float32))
-            return tuple(total + d * weight for total, d in zip(delta_sum, delta)), weight_sum + weight
-
         def reduce_fn(state, element):
             batch, user = element
             current, examples, opt_state, delta_sum, weight_sum = state
 
             def next_user():
-                new_sum, new_weight = close_user(delta_sum, weight_sum, examples)
+                new_sum, new_weight = user_delta(start, variables, examples, delta_sum, weight_sum)
                 with tf.control_dependencies([*new_sum, new_weight]):
                     resets = [v.assign(s) for v, s in zip(variables, start)]
                 with tf.control_dependencies(resets):
@@ -151,7 +152,7 @@ def build_shard_update(model_fn):
             tf.zeros([], tf.float32),
         )
         _, examples, _, delta_sum, weight_sum = data.reduce(initial_state, reduce_fn)
-        delta_sum, weight_sum = close_user(delta_sum, weight_sum, examples)
+        delta_sum, weight_sum = user_delta(start, variables, examples, delta_sum, weight_sum)
         update = tuple(tf.math.divide_no_nan(total, weight_sum) for total in delta_sum)
         result = tff.learning.templates.ClientResult(
             update=tf.nest.pack_sequence_as(weights.trainable, update), update_weight=weight_sum
