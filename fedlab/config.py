@@ -1108,7 +1108,8 @@ def training_path(config: ExperimentConfig) -> tuple[str, str]:
     for applies, why in reasons:
         if applies:
             return PER_USER, why
-    return SHARDS, "many users per TFF client call, the same weighted FedAvg"
+    same = "FedRecon" if config.reconstruction else "weighted FedAvg"
+    return SHARDS, f"many users per TFF client call, the same {same}"
 
 
 def training_path_text(config: ExperimentConfig) -> str:

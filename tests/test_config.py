@@ -104,7 +104,16 @@ def test_plain_fedavg_trains_on_shards_and_per_user_settings_say_why():
     assert (
         training_path_text(ExperimentConfig(compression_bits=8)) == "per user: compression quantises each user's update"
     )
-    for changes in ({"dp_clip": 1.0}, {"defense": "clip"}, {"algorithm": "mime"}, {"one_client_per_user": True}):
+    recon = {"features": PRESETS["habits"], "reconstruction": True}
+    assert training_path(ExperimentConfig(**recon)) == (SHARDS, "many users per TFF client call, the same FedRecon")
+    for changes in (
+        {"dp_clip": 1.0},
+        {"defense": "clip"},
+        {"algorithm": "mime"},
+        {"one_client_per_user": True},
+        {**recon, "compression_bits": 8},
+        {**recon, "one_client_per_user": True},
+    ):
         assert training_path(ExperimentConfig(**changes))[0] == PER_USER
     # The path decides which TFF processes are built, so it is part of their cache key.
     assert ExperimentConfig().model_shape_key != ExperimentConfig(one_client_per_user=True).model_shape_key

@@ -70,6 +70,21 @@ def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_m
 
 
 @pytest.mark.tff
+def test_reconstruction_on_shards_validates_and_tests_as_with_one_client_per_user(tiny_data, build_cache):
+    # The run above, so its shard processes come from the session's cache; tests/test_sharded_recon.py checks the
+    # TFF processes themselves (several batches a user, more reconstruction passes, other optimizers).
+    config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY)
+    shards, shards_report, shards_run = run(config, tiny_data, build_cache)
+    per_user, per_user_report, per_user_run = run(config.replace(one_client_per_user=True), tiny_data, build_cache)
+    assert (shards_run.summary()["training_path"], per_user_run.summary()["training_path"]) == ("shards", "per user")
+    for got, expected in zip(shards, per_user):
+        assert got.clients == expected.clients and got.bytes_up == expected.bytes_up
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert getattr(got, name) == pytest.approx(getattr(expected, name), rel=1e-4, abs=1e-6), name
+    assert shards_report.loss == pytest.approx(per_user_report.loss, rel=1e-4)
+
+
+@pytest.mark.tff
 def test_reconstruction_trains_under_dp_with_compressed_updates(tiny_data, build_cache):
     # TFF's FedRecon builder takes fedlab's aggregator as it is: DP-FedAvg around the compressed sum, unweighted.
     config = ExperimentConfig(data=tiny_data.config, features=PRESETS["biggest"], reconstruction=True, **TINY)

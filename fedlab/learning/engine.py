@@ -306,15 +306,12 @@ class Experiment:
 
         rng = np.random.default_rng(self.config.seed)
         val_data = self._validation_data()
-        if self._processes.shards:
-            val_data = self._shard_validation(val_data)
         with self._runtime.activate():
             state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
-            shards = self._processes.shards
-            train_data = self._shard_round(chosen, number) if shards else self.round_datasets(chosen, number)
+            train_data = self._round_data(chosen, number)
             with self._runtime.activate():
                 cpu, training = self._worker_cpu_seconds(), time.perf_counter()
                 result = federated.run_round(
@@ -346,40 +343,71 @@ class Experiment:
                 zeroed=result.zeroed,
             )
 
-    def _shard_round(self, chosen: np.ndarray, number: int) -> list:
-        """Round `number`'s training data for the shard path: the chosen users (`round_datasets`) in a few shards."""
-        from fedlab.learning import sharded, sharded_recon
+    def _round_data(self, chosen: np.ndarray, number: int) -> list:
+        """Round `number`'s TFF client datasets: one per chosen user, or a few shards of them."""
+        from fedlab.learning import plans, sharded
 
-        config, batches = self.config, self._batches(self.data.train.client_sizes()[chosen]) * self.config.epochs
-        join = sharded_recon.shard_dataset if config.reconstruction else sharded.shard_dataset
-        return self._shards(self.round_datasets(chosen, number), batches * (config.reconstruction_epochs + 1), join)
+        if self.config.reconstruction:
+            users = self._reconstruction_plans(chosen, number)
+            if self._processes.shards:
+                return self._plan_shards(users)
+            return [plans.marked_dataset(p).with_options(self._lean()) for p in users]
+        datasets = self.round_datasets(chosen, number)
+        if not self._processes.shards:
+            return datasets
+        batches = self._batches(self.data.train.client_sizes()[chosen]) * self.config.epochs
+        return self._shards(datasets, batches, sharded.shard_dataset)
 
-    def _shard_validation(self, datasets: list) -> list:
-        """Every client's validation data (`_validation_data`) in a few shards."""
-        from fedlab.learning import sharded, sharded_recon
+    def _reconstruction_plans(self, chosen: np.ndarray, number: int) -> list:
+        """Each chosen user's round under FedRecon: its reconstruction passes, then its local epochs, each pass in its
+        own order drawn from the run and round (`plans.training_plan`; the same batches on both paths)."""
+        from fedlab.learning.plans import training_plan
 
-        clients, config = self._val_clients(), self.config
-        batches = self._batches(self.data.val.client_sizes()[clients])
-        if not config.reconstruction:
-            return self._shards(datasets, batches, sharded.pooled_dataset)
-        passes = config.epochs * config.reconstruction_epochs
-        batches = batches + passes * self._batches(self.data.train.client_sizes()[clients])
-        return self._shards(datasets, batches, sharded_recon.shard_dataset)
+        config, out = self.config, []
+        for i in chosen:
+            inputs, targets = self._train_rows(int(i))
+            out.append(
+                training_plan(
+                    inputs,
+                    targets,
+                    epochs=config.epochs,
+                    reconstruction_passes=config.reconstruction_epochs,
+                    batch_size=config.batch_size,
+                    seed=self._round_seed(number) + int(i),
+                )
+            )
+        return out
+
+    def _train_rows(self, client: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A client's training sequences (the model's features only), its targets poisoned if it is malicious."""
+        inputs, targets = self.data.train.client(client)
+        if self.attack is not None:
+            targets = self.attack.poison(targets, client=client)
+        return {f: inputs[f] for f in self.spec.features}, targets
+
+    def _plan_shards(self, users: list) -> list:
+        """Users' plans in the shard path's few TFF client datasets, balanced by their batches."""
+        from fedlab.learning import plans, sharded
+
+        count = sharded.shard_count(len(users), cores=sharded.local_cores(), workers=len(self.config.workers))
+        groups = sharded.assign_shards([len(p.batches) for p in users], count)
+        return [plans.shard_dataset([users[i] for i in group]).with_options(self._lean()) for group in groups]
+
+    @staticmethod
+    def _lean():
+        from fedlab.learning.federated import lean_options
+
+        return lean_options()
 
     def _batches(self, sizes: np.ndarray) -> np.ndarray:
         return np.ceil(np.asarray(sizes) / self.config.batch_size).astype(int)
 
     def _shards(self, datasets: list, batches: np.ndarray, join: Callable) -> list:
         """Per-user datasets joined (`join`) into the shard path's few TFF client datasets, balanced by `batches`."""
-        from fedlab.learning.federated import lean_options
         from fedlab.learning.sharded import group_users
 
         return group_users(
-            datasets,
-            [int(b) for b in batches],
-            workers=len(self.config.workers),
-            join=join,
-            options=lean_options(),
+            datasets, [int(b) for b in batches], workers=len(self.config.workers), join=join, options=self._lean()
         )
 
     def _val_clients(self) -> np.ndarray:
@@ -407,77 +435,66 @@ class Experiment:
         return chosen
 
     def round_datasets(self, clients: np.ndarray, number: int) -> list:
-        """The training data of round `number` for these clients, shuffled with a seed of the run and round.
-
-        Under FedRecon, each client's data is its reconstruction passes then its local epochs, every pass in its own
-        seeded order, fixed in the dataset (TFF iterates a client's data once per phase, and the shard path once for
-        both: the same batches either way). The phases are tagged for the path: `sharded_recon.split_phases` on
-        shards, `federated.mark_training_batches` for TFF's per-client split."""
-        from fedlab.learning import federated, sharded_recon
-
-        config, seed = self.config, self._round_seed(number)
-        if not config.reconstruction:
-            return self._datasets("train", clients, shuffle_seed=seed)
-        passes = config.epochs * config.reconstruction_epochs
-        users = self._datasets("train", clients, shuffle_seed=seed, passes=passes + config.epochs, fixed_order=True)
-        tag = sharded_recon.split_phases if self._processes.shards else federated.mark_training_batches
-        batches = self._batches(self.data.train.client_sizes()[clients])
-        return [tag(ds, passes * int(b)) for ds, b in zip(users, batches)]
+        """The training data of round `number` for these clients, shuffled with a seed of the run and round."""
+        return self._datasets("train", clients, shuffle_seed=self._round_seed(number))
 
     def _round_seed(self, number: int) -> int:
         return self.config.seed * 100_003 + number
 
-    def _datasets(
-        self,
-        split: str,
-        clients: np.ndarray,
-        *,
-        shuffle_seed: int | None = None,
-        passes: int | None = None,
-        fixed_order: bool = False,
-    ) -> list:
-        """Each client's batches of one split: `passes` over its data (default: the local epochs for training, one
-        otherwise), reshuffled on every pass when `shuffle_seed` is given (`fixed_order`: in an order drawn once, the
-        same on every iteration of the dataset)."""
-        from fedlab.learning.federated import client_dataset, client_passes
+    def _datasets(self, split: str, clients: np.ndarray, *, shuffle_seed: int | None = None) -> list:
+        from fedlab.learning.federated import client_dataset
 
         arrays = self.data.split(split)
-        epochs = passes or (self.config.epochs if split == "train" else 1)
+        epochs = self.config.epochs if split == "train" else 1
         attack = self.attack if split == "train" else None  # validation and test data are never poisoned
         out = []
         for i in clients:
             inputs, targets = arrays.client(int(i))
             if attack is not None:
                 targets = attack.poison(targets, client=int(i))
-            seed = None if shuffle_seed is None else shuffle_seed + int(i)
-            batch_size = self.config.batch_size
-            if fixed_order:
-                out.append(client_passes(inputs, targets, self.spec, batch_size=batch_size, passes=epochs, seed=seed))
-            else:
-                out.append(
-                    client_dataset(inputs, targets, self.spec, batch_size=batch_size, epochs=epochs, shuffle_seed=seed)
+            out.append(
+                client_dataset(
+                    inputs,
+                    targets,
+                    self.spec,
+                    batch_size=self.config.batch_size,
+                    epochs=epochs,
+                    shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i),
                 )
+            )
         return out
 
     def _validation_data(self) -> list:
-        """Every client's validation data; under Federated Reconstruction, each preceded by its (unpoisoned)
-        training data, on which it first re-learns its user part, as before its test."""
+        """Every client's validation data, as TFF client datasets (one per user, or a few shards); under Federated
+        Reconstruction, each client's preceded by its (unpoisoned) training data, on which it first re-learns its
+        user part, as before its test."""
+        from fedlab.learning import plans, sharded
         from fedlab.learning.federated import client_dataset, reconstruction_eval_dataset
 
-        clients = self._val_clients()
-        val = self._datasets("val", clients)
-        if not self.config.reconstruction:
-            return val
-        from fedlab.learning.sharded_recon import then_score
-
-        config, train = self.config, self.data.train
-        own = [
-            client_dataset(*train.client(int(i)), self.spec, batch_size=config.batch_size, epochs=config.epochs)
-            for i in clients
-        ]
+        clients, config = self._val_clients(), self.config
+        if not config.reconstruction:
+            val = self._datasets("val", clients)
+            if not self._processes.shards:
+                return val
+            return self._shards(val, self._batches(self.data.val.client_sizes()[clients]), sharded.pooled_dataset)
+        own = [self.data.train.client(int(i)) for i in clients]
+        mine = [self.data.val.client(int(i)) for i in clients]
         if self._processes.shards:
-            return [then_score(t.repeat(config.reconstruction_epochs), v) for t, v in zip(own, val)]
-        return [reconstruction_eval_dataset(t, v) for t, v in zip(own, val)]
+            only = self.spec.features
+            return self._plan_shards(
+                [
+                    plans.validation_plan(
+                        ({f: t[0][f] for f in only}, t[1]),
+                        ({f: v[0][f] for f in only}, v[1]),
+                        epochs=config.epochs,
+                        reconstruction_passes=config.reconstruction_epochs,
+                        batch_size=config.batch_size,
+                    )
+                    for t, v in zip(own, mine)
+                ]
+            )
+        batched = functools.partial(client_dataset, spec=self.spec, batch_size=config.batch_size)
+        return [reconstruction_eval_dataset(batched(*t, epochs=config.epochs), batched(*v)) for t, v in zip(own, mine)]
 
     def _centralized_epochs(self) -> Iterator[_Step]:
         """The same model in plain Keras on the pooled training data of the same clients."""

@@ -430,7 +430,7 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
         server_optimizer_fn=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
         reconstruction_optimizer_fn=reconstruct,
         # A round's dataset holds the reconstruction passes, then the local epochs with their targets marked
-        # (`mark_training_batches`).
+        # (`plans.marked_dataset`).
         dataset_split_fn=split_reconstruction_data,
         **extra,
     )
@@ -449,15 +449,6 @@ def reconstruction_eval_dataset(train: tf.data.Dataset, val: tf.data.Dataset) ->
     then its validation batches, which are scored. TFF's evaluation takes one dataset per client, so the scored
     batches carry each target as -1 - target (never a class), which `split_reconstruction_data` reads back."""
     return train.concatenate(val.map(lambda x, y: (x, -1 - y)))
-
-
-def mark_training_batches(dataset: tf.data.Dataset, reconstruct_batches: int) -> tf.data.Dataset:
-    """One client's data for FedRecon's training with one TFF client per user: the first `reconstruct_batches`
-    batches to reconstruct on, the rest to train on, their targets carried as -1 - target (read back by
-    `split_reconstruction_data`). The dataset must give the same batches on every iteration (`client_passes`)."""
-    return dataset.enumerate().map(
-        lambda i, batch: (batch[0], tf.where(i < reconstruct_batches, batch[1], -1 - batch[1]))
-    )
 
 
 def split_reconstruction_data(dataset: tf.data.Dataset, *, passes: int = 1) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -494,20 +485,6 @@ def client_dataset(
         ds = ds.shuffle(max(len(targets), 1), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.repeat(epochs) if epochs > 1 else ds
-    return ds.with_options(lean_options())
-
-
-def client_passes(
-    inputs: dict[str, np.ndarray], targets: np.ndarray, spec: ModelSpec, *, batch_size: int, passes: int, seed: int
-) -> tf.data.Dataset:
-    """One client's sequences for `passes` passes, each in its own order drawn from `seed`, as batches (a pass's last
-    batch may be short). The orders are fixed in the dataset: every iteration gives the same batches, unlike a
-    reshuffling `shuffle`, whose second iterator draws new orders."""
-    rng = np.random.default_rng(seed)
-    order = np.stack([rng.permutation(len(targets)) for _ in range(passes)])
-    features = collections.OrderedDict((f, inputs[f][order]) for f in spec.features)
-    ds = tf.data.Dataset.from_tensor_slices((features, targets[order]))
-    ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size))
     return ds.with_options(lean_options())
 
 

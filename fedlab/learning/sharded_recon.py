@@ -12,8 +12,8 @@ server optimizer and state are TFF's own (`compose_learning_process`).
 Validation reconstructs the same way per user, then scores that user's validation batches, as TFF's
 `build_fed_recon_eval` does per client.
 
-A user's batches carry a phase: RECONSTRUCT, or TRAIN (SCORE in validation). A shard's dataset is its users' phased
-datasets one after another, each batch tagged with the user's position in the shard.
+A shard's dataset is `plans.shard_dataset`: its users' batches one after another, each tagged with the user's
+position in the shard and its phase (`plans.RECONSTRUCT`, or TRAIN; SCORE in validation).
 """
 
 from __future__ import annotations
@@ -24,34 +24,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedlab.learning.sharded import USER_TAG, concatenate, user_delta
+from fedlab.learning.plans import RECONSTRUCT
+from fedlab.learning.sharded import USER_TAG, user_delta
 
 PHASE_TAG = tf.TensorSpec((), tf.int32)
-RECONSTRUCT, TRAIN = 0, 1
-SCORE = TRAIN  # validation's second phase
-
-
-# -- datasets -----------------------------------------------------------------------------------------------------
-def split_phases(dataset: tf.data.Dataset, reconstruct_batches: int) -> tf.data.Dataset:
-    """A user's batches as (batch, phase): the first `reconstruct_batches` reconstruct, the rest train. One dataset
-    repeated for both phases keeps TFF's rule that every pass over a user's data is shuffled anew."""
-    return dataset.enumerate().map(lambda i, batch: (batch, tf.where(i < reconstruct_batches, RECONSTRUCT, TRAIN)))
-
-
-def then_score(reconstruct: tf.data.Dataset, scored: tf.data.Dataset) -> tf.data.Dataset:
-    """A user's validation data as (batch, phase): the batches it re-learns its local part on, then those scored."""
-    return _in_phase(reconstruct, RECONSTRUCT).concatenate(_in_phase(scored, SCORE))
-
-
-def _in_phase(dataset: tf.data.Dataset, phase: int) -> tf.data.Dataset:
-    tag = tf.constant(phase, tf.int32)
-    return dataset.map(lambda x, y: ((x, y), tag))
-
-
-def shard_dataset(phased: list[tf.data.Dataset]) -> tf.data.Dataset:
-    """Users' phased datasets one after another, each batch as (batch, the user's position, phase)."""
-    tagged = [ds.map(lambda b, p, tag=tag: (b, tf.constant(tag, tf.int32), p)) for tag, ds in enumerate(phased)]
-    return concatenate(tagged)
 
 
 # -- the shared pieces of the two client computations -------------------------------------------------------------
@@ -184,7 +160,7 @@ def _types(model_fn):
 
 def build_shard_client_work(model_fn, *, loss_fn, metrics_fn, client_optimizer, reconstruction_optimizer):
     """A ClientWorkProcess like TFF's FedRecon client work (stateless; measurements: `train` metrics summed then
-    finalised), whose client datasets are shards (`shard_dataset` of `split_phases`)."""
+    finalised), whose client datasets are shards (`plans.shard_dataset` of `plans.training_plan`s)."""
     _, weights_type, data_type = _types(model_fn)
     aggregate_metrics = tff.learning.metrics.sum_then_finalize(_metric_finalizers(loss_fn, metrics_fn))
 
@@ -274,7 +250,7 @@ def build_shard_scores(model_fn, loss_fn, metrics_fn):
 
 def build_sharded_fed_recon_eval(model_fn, *, loss_fn, metrics_fn, reconstruction_optimizer):
     """TFF's FedRecon evaluation process (same state, same `client_work.eval.current_round_metrics`) whose client
-    datasets are shards (`shard_dataset` of `then_score`)."""
+    datasets are shards (`plans.shard_dataset` of `plans.validation_plan`s)."""
     initial_model_weights_fn, weights_type, data_type = _types(model_fn)
 
     @tff.tensorflow.computation(weights_type, data_type)
