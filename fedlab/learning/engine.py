@@ -223,6 +223,18 @@ class Experiment:
             self._runtime = self._cache.runtime(self._processes, self.config)
         self.timing["build_seconds"] = round(self.timing["build_seconds"] + time.perf_counter() - started, 3)
 
+    @property
+    def client_data(self):
+        """The run's TFF client datasets (fedlab.learning.client_data), once build() has run."""
+        from fedlab.learning.client_data import ClientData
+
+        shards = self._processes is not None and self._processes.shards
+        return ClientData(data=self.data, spec=self.spec, config=self.config, attack=self.attack, shards=shards)
+
+    def round_datasets(self, clients: np.ndarray, number: int) -> list:
+        """The FedAvg training data of round `number` for these clients, one dataset each."""
+        return self.client_data.round_datasets(clients, number)
+
     def _resolve_attack(self) -> attacks.Attack | None:
         """The run's malicious clients (drawn once from its seed) and how they poison their targets."""
         config = self.config
@@ -305,13 +317,13 @@ class Experiment:
         from fedlab.learning import federated
 
         rng = np.random.default_rng(self.config.seed)
-        val_data = self._validation_data()
+        val_data = self.client_data.validation()
         with self._runtime.activate():
             state = federated.initial_state(self._processes, self._initial_weights)
         for number in range(1, self.config.rounds + 1):
             started = time.perf_counter()
             chosen = self._sample_clients(rng)
-            train_data = self._round_data(chosen, number)
+            train_data = self.client_data.round(chosen, number)
             with self._runtime.activate():
                 cpu, training = self._worker_cpu_seconds(), time.perf_counter()
                 result = federated.run_round(
@@ -343,76 +355,6 @@ class Experiment:
                 zeroed=result.zeroed,
             )
 
-    def _round_data(self, chosen: np.ndarray, number: int) -> list:
-        """Round `number`'s TFF client datasets: one per chosen user, or a few shards of them."""
-        from fedlab.learning import plans, sharded
-
-        if self.config.reconstruction:
-            users = self._reconstruction_plans(chosen, number)
-            if self._processes.shards:
-                return self._plan_shards(users)
-            return [plans.marked_dataset(p).with_options(self._lean()) for p in users]
-        datasets = self.round_datasets(chosen, number)
-        if not self._processes.shards:
-            return datasets
-        batches = self._batches(self.data.train.client_sizes()[chosen]) * self.config.epochs
-        return self._shards(datasets, batches, sharded.shard_dataset)
-
-    def _reconstruction_plans(self, chosen: np.ndarray, number: int) -> list:
-        """Each chosen user's round under FedRecon: its reconstruction passes, then its local epochs, each pass in its
-        own order drawn from the run and round (`plans.training_plan`; the same batches on both paths)."""
-        from fedlab.learning.plans import training_plan
-
-        config, out = self.config, []
-        for i in chosen:
-            inputs, targets = self._train_rows(int(i))
-            out.append(
-                training_plan(
-                    inputs,
-                    targets,
-                    epochs=config.epochs,
-                    reconstruction_passes=config.reconstruction_epochs,
-                    batch_size=config.batch_size,
-                    seed=self._round_seed(number) + int(i),
-                )
-            )
-        return out
-
-    def _train_rows(self, client: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """A client's training sequences (the model's features only), its targets poisoned if it is malicious."""
-        inputs, targets = self.data.train.client(client)
-        if self.attack is not None:
-            targets = self.attack.poison(targets, client=client)
-        return {f: inputs[f] for f in self.spec.features}, targets
-
-    def _plan_shards(self, users: list) -> list:
-        """Users' plans in the shard path's few TFF client datasets, balanced by their batches."""
-        from fedlab.learning import plans, sharded
-
-        count = sharded.shard_count(len(users), cores=sharded.local_cores(), workers=len(self.config.workers))
-        groups = sharded.assign_shards([len(p.batches) for p in users], count)
-        return [plans.shard_dataset([users[i] for i in group]).with_options(self._lean()) for group in groups]
-
-    @staticmethod
-    def _lean():
-        from fedlab.learning.federated import lean_options
-
-        return lean_options()
-
-    def _batches(self, sizes: np.ndarray) -> np.ndarray:
-        return np.ceil(np.asarray(sizes) / self.config.batch_size).astype(int)
-
-    def _shards(self, datasets: list, batches: np.ndarray, join: Callable) -> list:
-        """Per-user datasets joined (`join`) into the shard path's few TFF client datasets, balanced by `batches`."""
-        from fedlab.learning.sharded import group_users
-
-        return group_users(
-            datasets, [int(b) for b in batches], workers=len(self.config.workers), join=join, options=self._lean()
-        )
-
-    def _val_clients(self) -> np.ndarray:
-        return np.flatnonzero(self.data.val.client_sizes() > 0)
-
     def _worker_cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by this run's local TFF workers (a finished one counts 0)."""
         total = 0.0
@@ -433,68 +375,6 @@ class Experiment:
                 reported[rng.integers(len(chosen))] = True
             chosen = chosen[reported]
         return chosen
-
-    def round_datasets(self, clients: np.ndarray, number: int) -> list:
-        """The training data of round `number` for these clients, shuffled with a seed of the run and round."""
-        return self._datasets("train", clients, shuffle_seed=self._round_seed(number))
-
-    def _round_seed(self, number: int) -> int:
-        return self.config.seed * 100_003 + number
-
-    def _datasets(self, split: str, clients: np.ndarray, *, shuffle_seed: int | None = None) -> list:
-        from fedlab.learning.federated import client_dataset
-
-        arrays = self.data.split(split)
-        epochs = self.config.epochs if split == "train" else 1
-        attack = self.attack if split == "train" else None  # validation and test data are never poisoned
-        out = []
-        for i in clients:
-            inputs, targets = arrays.client(int(i))
-            if attack is not None:
-                targets = attack.poison(targets, client=int(i))
-            out.append(
-                client_dataset(
-                    inputs,
-                    targets,
-                    self.spec,
-                    batch_size=self.config.batch_size,
-                    epochs=epochs,
-                    shuffle_seed=None if shuffle_seed is None else shuffle_seed + int(i),
-                )
-            )
-        return out
-
-    def _validation_data(self) -> list:
-        """Every client's validation data, as TFF client datasets (one per user, or a few shards); under Federated
-        Reconstruction, each client's preceded by its (unpoisoned) training data, on which it first re-learns its
-        user part, as before its test."""
-        from fedlab.learning import plans, sharded
-        from fedlab.learning.federated import client_dataset, reconstruction_eval_dataset
-
-        clients, config = self._val_clients(), self.config
-        if not config.reconstruction:
-            val = self._datasets("val", clients)
-            if not self._processes.shards:
-                return val
-            return self._shards(val, self._batches(self.data.val.client_sizes()[clients]), sharded.pooled_dataset)
-        own = [self.data.train.client(int(i)) for i in clients]
-        mine = [self.data.val.client(int(i)) for i in clients]
-        if self._processes.shards:
-            only = self.spec.features
-            return self._plan_shards(
-                [
-                    plans.validation_plan(
-                        ({f: t[0][f] for f in only}, t[1]),
-                        ({f: v[0][f] for f in only}, v[1]),
-                        epochs=config.epochs,
-                        reconstruction_passes=config.reconstruction_epochs,
-                        batch_size=config.batch_size,
-                    )
-                    for t, v in zip(own, mine)
-                ]
-            )
-        batched = functools.partial(client_dataset, spec=self.spec, batch_size=config.batch_size)
-        return [reconstruction_eval_dataset(batched(*t, epochs=config.epochs), batched(*v)) for t, v in zip(own, mine)]
 
     def _centralized_epochs(self) -> Iterator[_Step]:
         """The same model in plain Keras on the pooled training data of the same clients."""
