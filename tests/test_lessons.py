@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from fedlab.errors import ConfigError
 from fedlab.results.privacy import dp_epsilon
 from fedlab.runs.store import RunStore
 from fedlab.teaching import lesson_notes as notes
@@ -196,6 +197,25 @@ def test_prepare_trains_each_missing_run_once_with_a_line_each_and_then_skips_th
     assert prepare(store, experiment_factory=factory, say=again.append)["skipped"] == total
     assert all("already stored" in line for line in again[:-1])
     assert all("of 3 runs ready" not in line or "3 of 3" in line for line in describe(store))
+
+
+def test_prepare_in_two_processes_trains_each_missing_run_once_and_records_it(tmp_path):
+    store = RunStore(tmp_path / "fedlab.db")
+    finished(store, BASE, accuracy=0.3, name="stored before")
+    lines: list[str] = []
+    counts = prepare(store, experiment_factory="tests.fakes:FakeFactory", jobs=2, say=lines.append)
+    total = len(all_configs())
+    assert counts == {"trained": total - 1, "skipped": 1, "failed": 0}
+    assert len(lines) == total + 1 and "2 processes side by side" in lines[-1]
+    # Every lesson run is stored finished, each trained once: no two processes took the same run.
+    assert all(store.matching_run(config) is not None for config in all_configs())
+    assert len(store.list_runs()) == total and all(run.status == "finished" for run in store.list_runs())
+    assert sum("finished in" in line for line in lines) == total - 1
+
+
+def test_prepare_in_several_processes_needs_the_factorys_import_path():
+    with pytest.raises(ConfigError, match="needs the factory's import path"):
+        prepare(RunStore(":memory:"), experiment_factory=fakes.FakeFactory(), jobs=2)
 
 
 def test_features_note_sets_each_added_feature_against_its_permutation_importance():

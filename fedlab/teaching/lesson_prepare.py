@@ -1,51 +1,98 @@
 """`python -m fedlab lessons [--prepare]`: list the lessons and their runs, or train the missing runs ahead of class.
 
 Training goes through fedlab.runs.recording's driver, as `fedlab run` does, into the dashboard's run store, so the
-Lessons page finds the runs and reuses them. Runs already finished with equal settings are skipped.
+Lessons page finds the runs and reuses them. Runs already finished with equal settings are skipped. With `jobs`
+above 1, that many processes train side by side, each taking the next run to train: a lesson run spends most of
+its time building its TFF computations, in one Python thread, so one process keeps one core busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import importlib
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from fedlab.config import ExperimentConfig
+from fedlab.errors import ConfigError
 from fedlab.runs.recording import Trainable, record_run
 from fedlab.runs.store import RunStore, default_path
 from fedlab.teaching.lessons import all_configs, lesson_state, lessons, pending_topics
 
+ENGINE_FACTORY = "fedlab.learning.engine:experiment_factory"  # a no-argument maker of the real experiment factory
+Factory = Callable[[ExperimentConfig], Trainable]
+
 
 def prepare(
-    store: RunStore, *, experiment_factory: Callable[[ExperimentConfig], Trainable], say: Callable[[str], None] = print
+    store: RunStore, *, experiment_factory: Factory | str, say: Callable[[str], None] = print, jobs: int = 1
 ) -> dict[str, int]:
-    """Trains every lesson run without a finished run of equal settings; one line per run. Returns the counts."""
+    """Trains every lesson run without a finished run of equal settings; one line per run. Returns the counts.
+
+    `experiment_factory`: config -> experiment, or the import path ("module:attr") of a no-argument callable that
+    makes one; with `jobs` > 1 it must be a path, as each process makes its own."""
+    if jobs > 1 and not isinstance(experiment_factory, str):
+        raise ConfigError("training lessons in several processes needs the factory's import path, not the factory")
     configs = all_configs()
     counts = {"trained": 0, "skipped": 0, "failed": 0}
     started = time.monotonic()
+    todo = []
     for number, config in enumerate(configs, start=1):
-        prefix = f"[{number}/{len(configs)}] {config.name}"
         if (stored := store.matching_run(config)) is not None:
             counts["skipped"] += 1
-            say(f"{prefix}: already stored (run {stored.id}), skipped")
-            continue
-        status, seconds, run_id = _train(store, config, experiment_factory)
+            say(f"[{number}/{len(configs)}] {config.name}: already stored (run {stored.id}), skipped")
+        else:
+            todo.append(number)
+
+    def report(number: int, status: str, seconds: float, run_id: str | None, problem: str = "") -> None:
         counts["trained" if status == "finished" else "failed"] += 1
-        run = store.get_run(run_id)
+        run = store.get_run(run_id) if run_id else None
         result = f", test acc@1 {run.test['accuracy']:.4f}" if run and run.test else ""
-        reason = f" ({run.error})" if run and run.error else ""
-        say(f"{prefix}: {status} in {seconds:.0f} s{result}{reason} (run {run_id})")
+        reason = f" ({run.error})" if run and run.error else f" ({problem})" if problem else ""
+        where = f" (run {run_id})" if run_id else ""
+        say(f"[{number}/{len(configs)}] {configs[number - 1].name}: {status} in {seconds:.0f} s{result}{reason}{where}")
+
+    if jobs > 1 and len(todo) > 1:
+        _train_in_processes(store.path, todo, experiment_factory, jobs=jobs, report=report)
+    else:
+        factory = _resolve(experiment_factory) if isinstance(experiment_factory, str) else experiment_factory
+        for number in todo:
+            report(number, *_train(store, configs[number - 1], factory))
     say(
         f"{counts['trained']} trained, {counts['skipped']} already stored, {counts['failed']} failed "
         f"in {time.monotonic() - started:.0f} s, into {store.path}"
+        + (f", {jobs} processes side by side" if jobs > 1 and len(todo) > 1 else "")
     )
     return counts
 
 
-def _train(
-    store: RunStore, config: ExperimentConfig, factory: Callable[[ExperimentConfig], Trainable]
-) -> tuple[str, float, str]:
+def _train_in_processes(path: Path, todo: list[int], factory: str, *, jobs: int, report: Callable) -> None:
+    # Spawned, not forked: a fork of a process that runs TensorFlow threads is not safe.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context) as pool:
+        started = {pool.submit(_train_one, str(path), number, factory): number for number in todo}
+        for done in concurrent.futures.as_completed(started):
+            number = started[done]
+            try:
+                report(number, *done.result())
+            except Exception as exc:  # the process failed before recording the run
+                report(number, "failed", 0.0, None, f"{type(exc).__name__}: {exc}")
+
+
+def _train_one(path: str, number: int, factory: str) -> tuple[str, float, str]:
+    """In a pool process: trains lesson run `number` (1-based in `all_configs()`) into the store at `path`."""
+    return _train(RunStore(path), all_configs()[number - 1], _resolve(factory))
+
+
+def _resolve(factory: str) -> Factory:
+    module_name, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module_name), attr)()
+
+
+def _train(store: RunStore, config: ExperimentConfig, factory: Factory) -> tuple[str, float, str]:
     run_id = store.create_run(config, name=config.name)
     store.set_status(run_id, "running")
     started = time.monotonic()
@@ -87,10 +134,16 @@ def cmd_lessons(args: argparse.Namespace) -> int:
             return 0
         print("\n".join(describe(RunStore(path))))
         return 0
-    from fedlab.learning.engine import experiment_factory  # TensorFlow loads here
-
-    counts = prepare(RunStore(path), experiment_factory=experiment_factory(), say=lambda line: print(line, flush=True))
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    counts = prepare(RunStore(path), experiment_factory=ENGINE_FACTORY, jobs=jobs, say=lambda s: print(s, flush=True))
     return 1 if counts["failed"] else 0
+
+
+def default_jobs() -> int:
+    """Processes that train lessons side by side: one per core, at most two (each holds TensorFlow and a TFF
+    worker, about 1.5 GB)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 2))
 
 
 def add_parser(sub) -> None:
@@ -101,6 +154,21 @@ def add_parser(sub) -> None:
         help="train every lesson run that the store does not hold finished yet (skips stored ones)",
     )
     p.add_argument(
+        "--jobs",
+        type=_jobs,
+        help="processes that train side by side with --prepare (default: one per core, at most 2)",
+    )
+    p.add_argument(
         "--db", help="run store (default: FEDLAB_DB, else runs/fedlab.db in the project folder, the dashboard's store)"
     )
     p.set_defaults(func=cmd_lessons)
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 8, not {text!r}")
+    return value
