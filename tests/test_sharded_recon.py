@@ -90,7 +90,9 @@ def _global_weights(process, state):
 
 
 @pytest.mark.tff
-@pytest.mark.parametrize("client, server", [(("sgd", 0.3), ("sgd", 1.0)), (("adam", 0.01), ("adam", 0.05))])
+# Client SGD with server Adam here; client Adam (its state fresh for each user of a shard) with server SGD in
+# tests/test_reconstruction.py, through the engine.
+@pytest.mark.parametrize("client, server", [(("sgd", 0.3), ("adam", 0.05))])
 def test_one_round_equals_tff_fed_recon_with_one_client_per_user(recon_setup, client, server):
     import tensorflow_federated as tff
 
