@@ -403,6 +403,8 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
     layout = global_layout(build_model(spec), local_names)  # a throwaway model, before tracing (as build_processes)
     model_fn = make_reconstruction_model_fn(spec, local_names, seed=config.seed)
     reconstruct = optimizer("sgd", config.reconstruction_lr)
+    client = optimizer(config.client_optimizer, config.client_lr)
+    server = optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum)
     if training_path(config)[0] == SHARDS:
         from fedlab.learning import sharded_recon
 
@@ -410,8 +412,8 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
             model_fn,
             loss_fn=loss_fn,
             metrics_fn=metrics_fn,
-            client_optimizer=optimizer(config.client_optimizer, config.client_lr),
-            server_optimizer=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
+            client_optimizer=client,
+            server_optimizer=server,
             reconstruction_optimizer=reconstruct,
         )
         evaluation = sharded_recon.build_sharded_fed_recon_eval(
@@ -426,8 +428,8 @@ def reconstruction_processes(spec: ModelSpec, config: ExperimentConfig, *, clien
         model_fn,
         loss_fn=loss_fn,
         metrics_fn=metrics_fn,
-        client_optimizer_fn=optimizer(config.client_optimizer, config.client_lr),
-        server_optimizer_fn=optimizer(config.server_optimizer, config.server_lr, momentum=config.server_momentum),
+        client_optimizer_fn=client,
+        server_optimizer_fn=server,
         reconstruction_optimizer_fn=reconstruct,
         # A round's dataset holds the reconstruction passes, then the local epochs with their targets marked
         # (`plans.marked_dataset`).

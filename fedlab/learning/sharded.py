@@ -74,7 +74,7 @@ def shard_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     # Zipped with the tag repeated rather than mapped: a map traces a function per user, about 5 ms each, which
     # was half a second a round for 100 users (a zip traces none).
     tagged = [tf.data.Dataset.zip((ds, _repeated(tag))) for tag, ds in enumerate(datasets)]
-    return concatenate(tagged)
+    return _concatenate(tagged)
 
 
 def _repeated(tag: int) -> tf.data.Dataset:
@@ -83,10 +83,10 @@ def _repeated(tag: int) -> tf.data.Dataset:
 
 def pooled_dataset(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     """Users' batched datasets one after another, batches unchanged (for evaluation, whose metrics are sums)."""
-    return concatenate(datasets)
+    return _concatenate(datasets)
 
 
-def concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
+def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
     # A balanced tree keeps the dataset graph shallow however many users a shard holds.
     while len(datasets) > 1:
         pairs = [datasets[i].concatenate(datasets[i + 1]) for i in range(0, len(datasets) - 1, 2)]
