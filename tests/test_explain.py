@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from fedlab.config import ExperimentConfig
+from fedlab.config import PRESETS, ExperimentConfig
 from fedlab.results.explain import round_explanation, sampled_clients
 
 
@@ -100,6 +100,10 @@ def test_the_panel_says_how_tff_ran_the_clients_and_why():
     assert "**How TFF ran it: one TFF client per user**, because DP clips each user's update." in text
     text = round_explanation(ExperimentConfig(one_client_per_user=True), latest(), total_clients=12)
     assert "because one TFF client per user was asked for" in text
+    recon = ExperimentConfig(features=PRESETS["habits"], reconstruction=True)
+    text = round_explanation(recon, latest(), total_clients=12)
+    assert "**How TFF ran it: shards.**" in text and "the same FedRecon as one TFF client per user" in text
+    assert "local part at its initial values, re-learnt first" in text
 
 
 def test_a_secure_run_says_the_server_saw_only_the_sum_and_that_no_cryptography_ran():

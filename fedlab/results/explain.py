@@ -55,11 +55,18 @@ def path_paragraph(config: ExperimentConfig) -> str:
     """How TFF ran the clients' training: shards of users per TFF client call, or one TFF client per user, and why."""
     path, why = training_path(config)
     if path == SHARDS:
+        start = (
+            "each from the global model with its local part at its initial values, re-learnt first, and fresh "
+            "optimizers"
+            if config.reconstruction
+            else "each from the global model with a fresh optimizer"
+        )
+        same = "FedRecon" if config.reconstruction else "FedAvg"
         return (
             "**How TFF ran it: shards.** The users trained in a few shards, one TFF client call each, one user "
-            "after another, each from the global model with a fresh optimizer; each shard sent its users' "
-            "example-weighted mean update with their total weight, so the average is the same FedAvg as one "
-            "TFF client per user, only faster. The setting *One TFF client per user* runs it that way."
+            f"after another, {start}; each shard sent its users' example-weighted mean update with their total "
+            f"weight, so the average is the same {same} as one TFF client per user, only faster. The setting "
+            "*One TFF client per user* runs it that way."
         )
     return f"**How TFF ran it: one TFF client per user**, because {why}."
 
