@@ -116,5 +116,10 @@ def validation_plan(
 def marked_dataset(plan: UserPlan) -> tf.data.Dataset:
     """One user's training plan for TFF's own FedRecon, one client per user: its batches as (inputs, targets), the
     TRAIN batches' targets carried as -1 - target (`federated.split_reconstruction_data` reads them back)."""
-    ds = planned_dataset(plan.inputs, plan.targets, plan.batches, plan.phases)
-    return ds.map(lambda batch, phase: (batch[0], tf.where(phase == RECONSTRUCT, batch[1], -1 - batch[1])))
+    # The rows twice, the second time with marked targets, so one gather function serves both phases (a function
+    # per user per round is what the per-user path pays for).
+    rows = plan.rows
+    inputs = {f: np.concatenate([v, v]) for f, v in plan.inputs.items()}
+    targets = np.concatenate([plan.targets, -1 - plan.targets])
+    batches = [b if phase == RECONSTRUCT else b + rows for b, phase in zip(plan.batches, plan.phases)]
+    return planned_dataset(inputs, targets, batches)
