@@ -213,6 +213,19 @@ def test_prepare_in_two_processes_trains_each_missing_run_once_and_records_it(tm
     assert sum("finished in" in line for line in lines) == total - 1
 
 
+def test_runs_of_one_model_shape_share_a_process_and_the_shares_stay_even():
+    from fedlab.teaching.lesson_prepare import share_runs
+
+    configs, todo = all_configs(), list(range(1, len(all_configs()) + 1))
+    shares = share_runs(todo, 2)
+    assert sorted(n for share in shares for n in share) == todo
+    where = {n: i for i, share in enumerate(shares) for n in share}
+    shape = {n: configs[n - 1].model_shape_key for n in todo}
+    assert all(where[a] == where[b] for a in todo for b in todo if shape[a] == shape[b])
+    assert abs(len(shares[0]) - len(shares[1])) <= 1
+    assert sorted(share_runs([3, 1], 4)) == [[], [], [1], [3]]  # never more than one run a share needs
+
+
 def test_prepare_in_several_processes_needs_the_factorys_import_path():
     with pytest.raises(ConfigError, match="needs the factory's import path"):
         prepare(RunStore(":memory:"), experiment_factory=fakes.FakeFactory(), jobs=2)

@@ -2,17 +2,17 @@
 
 Training goes through fedlab.runs.recording's driver, as `fedlab run` does, into the dashboard's run store, so the
 Lessons page finds the runs and reuses them. Runs already finished with equal settings are skipped. With `jobs`
-above 1, that many processes train side by side, each taking the next run to train: a lesson run spends most of
-its time building its TFF computations, in one Python thread, so one process keeps one core busy.
+above 1, that many processes train side by side, each its share of the runs (runs of one model shape in one share,
+so their TFF computations are built once); each run is reported as it finishes.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import importlib
 import multiprocessing
 import os
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,21 +70,60 @@ def prepare(
 
 
 def _train_in_processes(path: Path, todo: list[int], factory: str, *, jobs: int, report: Callable) -> None:
+    """Trains the `todo` runs in `jobs` processes, each its share in turn with one build cache, and reports each run
+    as it finishes. Runs that build the same TFF processes go to the same process, which builds them once."""
     # Spawned, not forked: a fork of a process that runs TensorFlow threads is not safe.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context) as pool:
-        started = {pool.submit(_train_one, str(path), number, factory): number for number in todo}
-        for done in concurrent.futures.as_completed(started):
-            number = started[done]
+    results = context.Queue()
+    shares = [s for s in share_runs(todo, jobs) if s]
+    processes = [
+        context.Process(target=_train_share, args=(str(path), share, factory, results), daemon=True) for share in shares
+    ]
+    for process in processes:
+        process.start()
+    pending = set(todo)
+    try:
+        while pending:
             try:
-                report(number, *done.result())
-            except Exception as exc:  # the process failed before recording the run
-                report(number, "failed", 0.0, None, f"{type(exc).__name__}: {exc}")
+                number, *outcome = results.get(timeout=1.0)
+            except queue.Empty:
+                if any(process.is_alive() for process in processes):
+                    continue
+                break  # every process ended; what none reported, it could not train
+            pending.discard(number)
+            report(number, *outcome)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    for number in sorted(pending):
+        report(number, "failed", 0.0, None, "its training process stopped before it")
 
 
-def _train_one(path: str, number: int, factory: str) -> tuple[str, float, str]:
-    """In a pool process: trains lesson run `number` (1-based in `all_configs()`) into the store at `path`."""
-    return _train(RunStore(path), all_configs()[number - 1], _resolve(factory))
+def share_runs(todo: list[int], jobs: int) -> list[list[int]]:
+    """The runs (numbers in `all_configs()`) split into `jobs` shares of nearly equal count, runs with the same model
+    shape in the same share (the biggest groups first, each to the share with the fewest runs so far)."""
+    configs = all_configs()
+    groups: dict[tuple, list[int]] = {}
+    for number in todo:
+        config = configs[number - 1]
+        groups.setdefault((config.model_shape_key, config.seed, config.mode), []).append(number)
+    shares: list[list[int]] = [[] for _ in range(jobs)]
+    for group in sorted(groups.values(), key=len, reverse=True):
+        min(shares, key=len).extend(group)
+    return [sorted(share) for share in shares]
+
+
+def _train_share(path: str, numbers: list[int], factory: str, results) -> None:
+    """In a spawned process: trains these lesson runs in turn with one factory (one build cache), each outcome put
+    on `results` as (number, status, seconds, run id, problem)."""
+    store, make, configs = RunStore(path), _resolve(factory), all_configs()
+    for number in numbers:
+        try:
+            results.put((number, *_train(store, configs[number - 1], make), ""))
+        except Exception as exc:  # the run could not even start; the others still train
+            results.put((number, "failed", 0.0, None, f"{type(exc).__name__}: {exc}"))
 
 
 def _resolve(factory: str) -> Factory:
