@@ -73,6 +73,21 @@ def test_a_run_of_the_same_processes_reuses_the_warm_worker_to_the_same_figures(
 
 
 @pytest.mark.tff
+def test_a_warm_up_leaves_a_worker_that_ran_the_processes_and_the_next_run_unchanged(
+    federated_run, tiny_data, build_cache
+):
+    # What the dashboard's pre-build does for the Train defaults (engine.prebuild(..., warm=True)).
+    config = ExperimentConfig(data=tiny_data.config, **TINY)
+    warming = Experiment(config, data=tiny_data, cache=build_cache)
+    warming.build()
+    warming.warm_up()
+    (warm,) = running_worker_pids()
+    records, _, _ = _run(config, tiny_data, build_cache)
+    assert running_worker_pids() == [warm]  # the run started on the warmed runtime
+    assert [r.val_loss for r in records] == [r.val_loss for r in federated_run[0]]  # and the warm-up left no trace
+
+
+@pytest.mark.tff
 def test_the_cache_keeps_one_warm_runtime_for_its_processes_and_none_that_failed():
     from fedlab.learning.engine import BuildCache
     from fedlab.learning.runtime import Runtime

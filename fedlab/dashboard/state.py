@@ -341,7 +341,7 @@ def _prebuild_function(factory_spec: str) -> Callable | None:
 def _engine_prebuild(config: ExperimentConfig, cache) -> None:
     from fedlab.learning import engine  # TensorFlow loads here, in the pre-build thread
 
-    engine.prebuild(config, cache)
+    engine.prebuild(config, cache, warm=True)
 
 
 def default_train_config() -> ExperimentConfig:

@@ -66,9 +66,10 @@ class ClientData:
         return out
 
     # -- validation ---------------------------------------------------------------------------------------------
-    def validation(self) -> list[tf.data.Dataset]:
-        """Every client's validation data (clients with a validation sequence), as TFF client datasets."""
-        clients, config = self.validation_clients(), self.config
+    def validation(self, clients: np.ndarray | None = None) -> list[tf.data.Dataset]:
+        """Every client's validation data (clients with a validation sequence; or these), as TFF client datasets."""
+        clients = self.validation_clients() if clients is None else clients
+        config = self.config
         if not config.reconstruction:
             val = self._datasets("val", clients)
             if not self.shards:
