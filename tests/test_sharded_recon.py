@@ -121,8 +121,9 @@ def test_one_round_equals_tff_fed_recon_with_one_client_per_user(recon_setup, cl
         expected = reference.next(start, per_user)
         state = shards.set_model_weights(shards.initialize(), reference.get_model_weights(start))
         got = shards.next(state, [plans.shard_dataset(users[:2]), plans.shard_dataset(users[2:])])
-    before, expected_weights = _global_weights(reference, start), _global_weights(reference, expected.state)
-    for e, g in zip(expected_weights, _global_weights(shards, got.state)):
+        before, expected_weights = _global_weights(reference, start), _global_weights(reference, expected.state)
+        got_weights = _global_weights(shards, got.state)
+    for e, g in zip(expected_weights, got_weights):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
     assert any(not np.array_equal(e, b) for e, b in zip(expected_weights, before))  # the round moved the model
     train, train_expected = got.metrics["client_work"]["train"], expected.metrics["client_work"]["train"]

@@ -109,6 +109,23 @@ def metrics(records) -> np.ndarray:
 
 
 @pytest.mark.tff
+def test_a_computation_called_outside_an_active_runtime_is_refused_and_starts_no_worker():
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    @tff.tensorflow.computation
+    def two():
+        return tf.constant(2)
+
+    with Runtime() as runtime, runtime.activate():
+        assert two() == 2
+    # TFF's own default context would start a worker_binary here that outlives this process.
+    with pytest.raises(RuntimeError, match="outside an active fedlab Runtime"):
+        two()
+    assert running_worker_pids() == []
+
+
+@pytest.mark.tff
 def test_two_workers_on_loopback_give_the_local_metrics(tiny_data, build_cache):
     local_config = ExperimentConfig(data=tiny_data.config, **TINY)
     local, local_test = run_rounds(local_config, tiny_data, build_cache)

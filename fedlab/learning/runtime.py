@@ -482,6 +482,7 @@ class Runtime:
         self.workers = tuple(workers)
         self.secure_sum = secure_sum
         self.failed = False  # a call raised: the context may hold a half-done round, so it is not reused
+        tff_internals.refuse_calls_outside_a_runtime()
         self._processes: list[subprocess.Popen] = []
         self._channels = []
         try:
@@ -539,6 +540,7 @@ class Runtime:
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
+        tff_internals.refuse_calls_outside_a_runtime()  # in this thread, once this context is uninstalled
         try:
             with translate_worker_errors(self.where), tff_internals.modules().context_stack.install(self.context):
                 yield

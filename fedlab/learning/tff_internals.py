@@ -64,6 +64,31 @@ def modules() -> types.SimpleNamespace:
     )
 
 
+def refuse_calls_outside_a_runtime() -> None:
+    """Makes a TFF computation called in this thread outside an active fedlab Runtime fail, instead of running.
+
+    TFF 0.87 installs, in the thread that imports it, a default context that starts its own worker_binary on the
+    first call (`tensorflow_federated/__init__.py`, line 72: `set_sync_local_cpp_execution_context()`). That worker
+    is not tied to this process: it outlives it, pipes open. Every fedlab computation runs inside
+    `Runtime.activate()`, so the default context is one that refuses (TFF's contexts are per thread)."""
+    modules().context_stack.set_default_context(_outside_a_runtime())
+
+
+@functools.cache
+def _outside_a_runtime():
+    from tensorflow_federated.python.core.impl.context_stack import context_base
+
+    class OutsideARuntime(context_base.SyncContext):
+        def invoke(self, comp, arg):
+            raise RuntimeError(
+                "a TFF computation was called outside an active fedlab Runtime (call it inside "
+                "`with runtime.activate():`); TFF's own default context would start a worker that outlives this "
+                "process"
+            )
+
+    return OutsideARuntime()
+
+
 def _event_loop_runner(context):
     """The AsyncThreadRunner (event loop in its own thread) behind a TFF execution context, or None."""
     return getattr(context, "_async_runner", None)
