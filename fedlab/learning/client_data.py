@@ -122,14 +122,13 @@ class ClientData:
     def _batches(self, sizes: np.ndarray) -> np.ndarray:
         return np.ceil(np.asarray(sizes) / self.config.batch_size).astype(int)
 
-    def _shards(self, datasets: list, batches: np.ndarray, join: Callable) -> list:
-        """Per-user datasets joined (`join`) into the shard path's few TFF client datasets, balanced by `batches`."""
+    def _shards(self, users: list, batches, join: Callable) -> list:
+        """Per-user datasets or plans joined (`join`) into the shard path's few TFF client datasets, balanced by
+        `batches`."""
         return sharded.group_users(
-            datasets, [int(b) for b in batches], workers=len(self.config.workers), join=join, options=lean_options()
+            users, [int(b) for b in batches], workers=len(self.config.workers), join=join, options=lean_options()
         )
 
     def _plan_shards(self, users: list[plans.UserPlan]) -> list:
         """Users' plans in the shard path's few TFF client datasets, balanced by their batches."""
-        count = sharded.shard_count(len(users), cores=sharded.local_cores(), workers=len(self.config.workers))
-        groups = sharded.assign_shards([len(p.batches) for p in users], count)
-        return [plans.shard_dataset([users[i] for i in group]).with_options(lean_options()) for group in groups]
+        return self._shards(users, [len(p.batches) for p in users], plans.shard_dataset)
