@@ -73,6 +73,23 @@ def test_a_run_of_the_same_processes_reuses_the_warm_worker_to_the_same_figures(
 
 
 @pytest.mark.tff
+def test_a_new_runtime_runs_what_the_cache_compiled_before_without_compiling_it_again(
+    federated_run, tiny_data, build_cache, monkeypatch
+):
+    from fedlab.learning import tff_internals
+
+    build_cache.close()  # no warm runtime: the run below gets a new one, with a new TFF context
+    compiler = tff_internals.modules().compiler
+    compiled = []
+    native = compiler.desugar_and_transform_to_native
+    monkeypatch.setattr(compiler, "desugar_and_transform_to_native", lambda comp: compiled.append(comp) or native(comp))
+    records, report, _ = _run(ExperimentConfig(data=tiny_data.config, **TINY), tiny_data, build_cache)
+    assert compiled == []
+    assert [r.val_loss for r in records] == [r.val_loss for r in federated_run[0]]
+    assert report.loss == federated_run[1].loss
+
+
+@pytest.mark.tff
 def test_a_warm_up_leaves_a_worker_that_ran_the_processes_and_the_next_run_unchanged(
     federated_run, tiny_data, build_cache
 ):

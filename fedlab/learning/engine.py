@@ -24,6 +24,7 @@ import tensorflow as tf
 from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig, training_path
 from fedlab.data import attacks, pipeline
 from fedlab.errors import ConfigError
+from fedlab.learning.compiled import CompiledComputations
 from fedlab.learning.model import ModelSpec, build_model, local_layer_names, loss_fn, metrics_fn
 from fedlab.learning.stopping import early_stopping
 from fedlab.records import RoundRecord, TestReport
@@ -35,14 +36,15 @@ PREDICT_BATCH = 1024
 
 class BuildCache:
     """Prepared data per data config and built TFF processes per model shape, shared by runs in one process, so a
-    second run with the same data and shapes starts at once. With `keep_runtime` (the dashboard, which trains run
-    after run) it also keeps the last run's local TFF runtime for the next run of the same processes; `close()`
-    stops it."""
+    second run with the same data and shapes starts at once; their compiled forms too, so a new runtime does not
+    compile them again. With `keep_runtime` (the dashboard, which trains run after run) it also keeps the last
+    run's local TFF runtime for the next run of the same processes; `close()` stops it."""
 
     def __init__(self, *, max_datasets: int = 4, keep_runtime: bool = False):
         self._lock = threading.Lock()
         self._processes: dict[tuple, object] = {}
         self._evaluations: dict[ModelSpec, object] = {}
+        self._compiled = CompiledComputations()
         self._keep_runtime = keep_runtime
         self._warm: tuple | None = None  # (processes, Runtime): a finished run's idle local runtime
         self._datasets: collections.OrderedDict = collections.OrderedDict()
@@ -93,7 +95,7 @@ class BuildCache:
             if warm[0] is processes and not config.workers:
                 return warm[1]
             _close_runtime(warm[1])
-        return Runtime(workers=config.workers, secure_sum=config.secure_aggregation)
+        return Runtime(workers=config.workers, secure_sum=config.secure_aggregation, compiled=self._compiled)
 
     @property
     def keeps_runtime(self) -> bool:
@@ -444,14 +446,18 @@ class Experiment:
 
     def _shared_probs(self, model: tf.keras.Model) -> tuple[dict, dict]:
         """(probabilities, targets) by client id of the kept model on each client's test sequences."""
+        from fedlab.learning.importance import batched_logits
+
         test = self.data.test
+        if len(test.targets) == 0:
+            return {}, {}
+        # All clients' sequences in one pass (each row is scored on its own), as the importance scores them.
+        every = tf.nn.softmax(batched_logits(model, {f: test.inputs[f] for f in self.spec.features})).numpy()
         probs, targets = {}, {}
         for i, client in enumerate(self.data.client_ids):
-            inputs, y = test.client(i)
-            if len(y) == 0:
-                continue
-            logits = model.predict({f: inputs[f] for f in self.spec.features}, batch_size=PREDICT_BATCH, verbose=0)
-            probs[client], targets[client] = tf.nn.softmax(logits).numpy(), y
+            lo, hi = test.offsets[i], test.offsets[i + 1]
+            if hi > lo:
+                probs[client], targets[client] = every[lo:hi], test.targets[lo:hi]
         return probs, targets
 
     def _importance(self, model: tf.keras.Model) -> dict:

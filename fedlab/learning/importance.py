@@ -26,18 +26,23 @@ def within_client_permutation(offsets: np.ndarray, rng: np.random.Generator) -> 
     return np.lexsort((rng.random(len(owner)), owner)).astype(np.intp)
 
 
+def batched_logits(model: tf.keras.Model, inputs: dict[str, np.ndarray], batch: int = PREDICT_BATCH) -> np.ndarray:
+    """The model's logits for every row of `inputs`, `batch` rows per call."""
+    # predict_on_batch reuses one compiled predict function for the test and each of its shuffles; `predict`
+    # sets up a new data pipeline per call (about 70 ms) and traced the model again on a new model.
+    rows = len(next(iter(inputs.values())))
+    return np.concatenate(
+        [
+            model.predict_on_batch({f: x[start : start + batch] for f, x in inputs.items()})
+            for start in range(0, rows, batch)
+        ]
+    )
+
+
 def _step_hits(model: tf.keras.Model, inputs: dict[str, np.ndarray], targets: np.ndarray, batch: int) -> np.ndarray:
     """(sequences,): targets of each sequence whose class the model ranks first (ties: the lowest class id,
     as in the test report)."""
-    # predict_on_batch reuses one compiled predict function; `predict` sets up a new data pipeline per call,
-    # about 70 ms, which added up to seconds over the 1 + features x repeats calls of a test.
-    logits = np.concatenate(
-        [
-            model.predict_on_batch({f: x[start : start + batch] for f, x in inputs.items()})
-            for start in range(0, len(targets), batch)
-        ]
-    )
-    predictions = np.argmax(tf.nn.softmax(logits).numpy(), axis=-1)
+    predictions = np.argmax(tf.nn.softmax(batched_logits(model, inputs, batch)).numpy(), axis=-1)
     return (predictions == targets).reshape(len(targets), -1).sum(axis=1)
 
 

@@ -46,6 +46,7 @@ import psutil
 
 from fedlab.errors import FedlabError
 from fedlab.learning import tff_internals
+from fedlab.learning.compiled import CompiledComputations
 
 _GRPC_OPTIONS = [
     ("grpc.max_message_length", 2_000_000_000),
@@ -437,9 +438,12 @@ def secure_sum_compiler(compile_fn):
     return compile_secure
 
 
-def _remote_context_kwargs(stub, *, default_num_clients: int = 0, secure_sum: bool = False) -> dict:
+def _remote_context_kwargs(
+    stub, *, default_num_clients: int = 0, secure_sum: bool = False, compiled: CompiledComputations | None = None
+) -> dict:
     """What an (a)sync TFF execution context needs to run on one worker through `stub`; `secure_sum`: TFF's secure
-    intrinsics are compiled to their insecure bodies (`secure_sum_compiler`)."""
+    intrinsics are compiled to their insecure bodies (`secure_sum_compiler`); `compiled`: compiled forms shared with
+    other runtimes."""
     tff = tff_internals.modules()
     _, executor_class = _tff_classes()
 
@@ -452,11 +456,12 @@ def _remote_context_kwargs(stub, *, default_num_clients: int = 0, secure_sum: bo
         return executor
 
     factory = tff.python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
+    compiler_fn = (secure_sum_compiler if secure_sum else lambda fn: fn)(tff.compiler.desugar_and_transform_to_native)
+    if compiled is not None:
+        compiler_fn = compiled.compiler("native-secure" if secure_sum else "native", compiler_fn)
     return dict(
         executor_fn=factory,
-        compiler_fn=(secure_sum_compiler if secure_sum else lambda fn: fn)(
-            tff.compiler.desugar_and_transform_to_native
-        ),
+        compiler_fn=compiler_fn,
         transform_args=tff.tensorflow_computation.transform_args,
         transform_result=tff.tensorflow_computation.transform_result,
     )
@@ -467,7 +472,8 @@ class Runtime:
 
     Use `with runtime.activate():` in the thread that calls TFF computations (TFF contexts are per thread);
     inside it a gRPC failure is a WorkerError naming the worker. `secure_sum`: computations may use TFF's secure
-    intrinsics, compiled to their insecure bodies (`secure_sum_compiler`).
+    intrinsics, compiled to their insecure bodies (`secure_sum_compiler`). `compiled`: where compiled computations
+    are kept for later runtimes (a BuildCache's), else each is compiled again in this runtime's context.
     """
 
     def __init__(
@@ -478,9 +484,11 @@ class Runtime:
         start_timeout: float = 30.0,
         connect_timeout: float = CONNECT_TIMEOUT,
         secure_sum: bool = False,
+        compiled: CompiledComputations | None = None,
     ):
         self.workers = tuple(workers)
         self.secure_sum = secure_sum
+        self._compiled = compiled
         self.failed = False  # a call raised: the context may hold a half-done round, so it is not reused
         tff_internals.refuse_calls_outside_a_runtime()
         self._processes: list[subprocess.Popen] = []
@@ -527,16 +535,18 @@ class Runtime:
             for found in stubs.values()
             for stub in found
         ]
-        if not self.secure_sum:
-            return tff.execution_contexts.create_mergeable_comp_execution_context(contexts)
-        # TFF's create_mergeable_comp_execution_context, with the secure intrinsics compiled away first.
+        # TFF's create_mergeable_comp_execution_context, with the secure intrinsics compiled away first if asked.
+        compiler_fn = tff.mergeable_comp_compiler.compile_to_mergeable_comp_form
+        if self.secure_sum:
+            compiler_fn = secure_sum_compiler(compiler_fn)
+        if self._compiled is not None:
+            compiler_fn = self._compiled.compiler("mergeable-secure" if self.secure_sum else "mergeable", compiler_fn)
         return tff.mergeable_comp_execution_context.MergeableCompExecutionContext(
-            async_contexts=contexts,
-            compiler_fn=secure_sum_compiler(tff.mergeable_comp_compiler.compile_to_mergeable_comp_form),
+            async_contexts=contexts, compiler_fn=compiler_fn
         )
 
     def _context_kwargs(self, stub) -> dict:
-        return _remote_context_kwargs(stub, secure_sum=self.secure_sum)
+        return _remote_context_kwargs(stub, secure_sum=self.secure_sum, compiled=self._compiled)
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
