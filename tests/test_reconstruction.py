@@ -40,11 +40,19 @@ def user_part(experiment: Experiment, weights: list[np.ndarray]) -> list[np.ndar
     return [weights[index[id(v)]] for layer in model.layers if layer.name in names for v in layer.weights]
 
 
+@pytest.fixture(scope="module")
+def shards_run(tiny_data, build_cache):
+    """A tiny FedRecon run on the default path (shards), with its test: read by the two tests below."""
+    config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY)
+    return config, *run(config, tiny_data, build_cache)
+
+
 @pytest.mark.tff
 @pytest.mark.slow
-def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_much_less(tiny_data, build_cache):
-    config = ExperimentConfig(data=tiny_data.config, features=HABITS, **TINY)
-    records, report, experiment = run(config.replace(reconstruction=True), tiny_data, build_cache)
+def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_much_less(
+    shards_run, tiny_data, build_cache
+):
+    config, records, report, experiment = shards_run
 
     assert len(records) == 2 and all(math.isfinite(r.train_loss) and math.isfinite(r.val_loss) for r in records)
     # Scored like every run: every test target, each client with its own user part re-learnt first.
@@ -65,18 +73,17 @@ def test_a_reconstruction_run_keeps_the_user_part_local_and_sends_exactly_that_m
     assert 4 * trainable * clients - records[0].bytes_up == local_bytes
     assert 4 * model.count_params() * clients - records[0].bytes_down == local_bytes
     # A seeded run repeats: the same local starting values on every client, every round and at the test.
-    again, again_report, _ = run(config.replace(reconstruction=True), tiny_data, build_cache)
+    again, again_report, _ = run(config, tiny_data, build_cache)
     assert [r.val_loss for r in again] == [r.val_loss for r in records] and again_report.loss == report.loss
 
 
 @pytest.mark.tff
-def test_reconstruction_on_shards_validates_and_tests_as_with_one_client_per_user(tiny_data, build_cache):
-    # The run above, so its shard processes come from the session's cache; tests/test_sharded_recon.py checks the
-    # TFF processes themselves (several batches a user, more reconstruction passes, other optimizers).
-    config = ExperimentConfig(data=tiny_data.config, features=HABITS, reconstruction=True, **TINY)
-    shards, shards_report, shards_run = run(config, tiny_data, build_cache)
+def test_reconstruction_on_shards_validates_and_tests_as_with_one_client_per_user(shards_run, tiny_data, build_cache):
+    # tests/test_sharded_recon.py checks the TFF processes themselves (several batches a user, more reconstruction
+    # passes, other optimizers).
+    config, shards, shards_report, on_shards = shards_run
     per_user, per_user_report, per_user_run = run(config.replace(one_client_per_user=True), tiny_data, build_cache)
-    assert (shards_run.summary()["training_path"], per_user_run.summary()["training_path"]) == ("shards", "per user")
+    assert (on_shards.summary()["training_path"], per_user_run.summary()["training_path"]) == ("shards", "per user")
     for got, expected in zip(shards, per_user):
         assert got.clients == expected.clients and got.bytes_up == expected.bytes_up
         for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
