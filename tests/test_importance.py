@@ -127,3 +127,35 @@ def test_the_cli_line_lists_the_costliest_features_first():
     line = importance_line(summary, top=1)
     assert line.startswith("acc@1 lost when a feature is shuffled: a +10.0 ± 3.3 pts (helps 50% of clients)")
     assert line.endswith("1 more in test.importance") and importance_line(None) is None
+
+
+def _echo_model():
+    """Keras model whose top class is its input "a" (input "b" is ignored): hits are rows where a == target."""
+    import tensorflow as tf
+
+    a, b = tf.keras.Input((1,), name="a", dtype="int32"), tf.keras.Input((1,), name="b", dtype="int32")
+    logits = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(5, 5, embeddings_initializer="identity")(a))
+    return tf.keras.Model({"a": a, "b": b}, logits + 0.0 * tf.cast(b, "float32"))
+
+
+def test_a_clients_shuffled_copies_score_what_each_copy_scores_alone():
+    from fedlab.learning.importance import client_hits
+
+    rng = np.random.default_rng(3)
+    inputs = {"a": rng.integers(0, 5, (40, 1)).astype("int32"), "b": rng.integers(0, 5, (40, 1)).astype("int32")}
+    targets = inputs["a"][:, 0].copy()
+    base, shuffled = client_hits(_echo_model(), inputs, targets, ["a", "b"], repeats=2, rng=np.random.default_rng(7))
+    orders = np.random.default_rng(7)  # the same draws, in the same order: feature by feature, repeat by repeat
+    expected_a = [int((inputs["a"][orders.permutation(40), 0] == targets).sum()) for _ in range(2)]
+    assert base == 40 and shuffled.tolist() == [expected_a, [40.0, 40.0]]
+    assert max(expected_a) < 40  # shuffling "a" costs hits, shuffling "b" none
+
+
+def test_a_client_without_test_sequences_scores_nothing():
+    from fedlab.learning.importance import client_hits
+
+    empty = {"a": np.zeros((0, 1), "int32"), "b": np.zeros((0, 1), "int32")}
+    base, shuffled = client_hits(
+        _echo_model(), empty, np.zeros(0, "int64"), ["a", "b"], repeats=3, rng=np.random.default_rng(0)
+    )
+    assert base == 0 and shuffled.shape == (2, 3) and not shuffled.any()
