@@ -155,3 +155,10 @@ def slow_fake_experiment(config: ExperimentConfig) -> FakeExperiment:
     """A FakeExperiment whose rounds take 2 s each: runs stay queued or training long enough for a load bench
     (`fedlab bench --shared-load --experiment tests.fakes:slow_fake_experiment`) to meet the queue cap."""
     return FakeExperiment(config, factory=FakeFactory(round_seconds=2.0))
+
+
+class SlowFactory(FakeFactory):
+    """A FakeFactory whose rounds take a second each: a lesson run lasts long enough to be caught training."""
+
+    def __init__(self):
+        super().__init__(round_seconds=1.0)

@@ -269,3 +269,35 @@ def test_the_features_lesson_is_an_add_one_sweep_from_the_lesson_base():
         (*BASE.features, "venue_id"),
     ]
     assert all(run.config.replace(features=BASE.features, name="") == BASE.replace(name="") for run in lesson.runs)
+
+
+def test_a_killed_prepare_leaves_no_process_training_behind(tmp_path):
+    # Killed outright (no Ctrl-C, no clean-up in it), `lessons --prepare` must not leave its trainers running on.
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    store = tmp_path / "fedlab.db"
+    script = (
+        "from fedlab.runs.store import RunStore; from fedlab.teaching.lesson_prepare import prepare; "
+        f"prepare(RunStore({str(store)!r}), experiment_factory='tests.fakes:SlowFactory', jobs=2)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 120
+        while not (store.exists() and any(run.status == "running" for run in RunStore(store).list_runs())):
+            assert parent.poll() is None and time.monotonic() < deadline, "no lesson run started training"
+            time.sleep(0.2)
+        children = psutil.Process(parent.pid).children(recursive=True)
+        assert len(children) >= 2  # the two trainers (and multiprocessing's resource tracker)
+    finally:
+        parent.kill()
+        parent.wait()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    left = [process.cmdline() for process in alive]
+    for process in alive:  # a failure leaves nothing running either
+        process.kill()
+    assert not left, left

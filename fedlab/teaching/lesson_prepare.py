@@ -9,10 +9,13 @@ so their TFF computations are built once); each run is reported as it finishes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import importlib
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +80,8 @@ def _train_in_processes(path: Path, todo: list[int], factory: str, *, jobs: int,
     results = context.Queue()
     shares = [s for s in share_runs(todo, jobs) if s]
     processes = [
-        context.Process(target=_train_share, args=(str(path), share, factory, results), daemon=True) for share in shares
+        context.Process(target=_train_share, args=(str(path), share, factory, results, os.getpid()), daemon=True)
+        for share in shares
     ]
     for process in processes:
         process.start()
@@ -115,15 +119,25 @@ def share_runs(todo: list[int], jobs: int) -> list[list[int]]:
     return [sorted(share) for share in shares]
 
 
-def _train_share(path: str, numbers: list[int], factory: str, results) -> None:
+def _train_share(path: str, numbers: list[int], factory: str, results, parent: int) -> None:
     """In a spawned process: trains these lesson runs in turn with one factory (one build cache), each outcome put
-    on `results` as (number, status, seconds, run id, problem)."""
+    on `results` as (number, status, seconds, run id, problem). Ends when the `parent` process dies."""
+    _end_with_parent(parent)
     store, make, configs = RunStore(path), _resolve(factory), all_configs()
     for number in numbers:
         try:
             results.put((number, *_train(store, configs[number - 1], make), ""))
         except Exception as exc:  # the run could not even start; the others still train
             results.put((number, "failed", 0.0, None, f"{type(exc).__name__}: {exc}"))
+
+
+def _end_with_parent(parent: int) -> None:
+    """This process gets SIGTERM when its parent dies (Linux's PR_SET_PDEATHSIG): multiprocessing ends daemon
+    processes only when the parent exits normally, so a killed `lessons --prepare` left its trainers running on."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def _resolve(factory: str) -> Factory:
