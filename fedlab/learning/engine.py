@@ -25,13 +25,12 @@ from fedlab.config import HABIT_FEATURES, DataConfig, ExperimentConfig, training
 from fedlab.data import attacks, pipeline
 from fedlab.errors import ConfigError
 from fedlab.learning.compiled import CompiledComputations
+from fedlab.learning.importance import PREDICT_BATCH, ClientHits, batched_logits, shuffled_hits
 from fedlab.learning.model import ModelSpec, build_model, local_layer_names, loss_fn, metrics_fn
 from fedlab.learning.stopping import early_stopping
 from fedlab.records import RoundRecord, TestReport
 from fedlab.results import metrics
 from fedlab.results.baselines import compute_baselines
-
-PREDICT_BATCH = 1024
 
 
 class BuildCache:
@@ -446,8 +445,6 @@ class Experiment:
 
     def _shared_probs(self, model: tf.keras.Model) -> tuple[dict, dict]:
         """(probabilities, targets) by client id of the kept model on each client's test sequences."""
-        from fedlab.learning.importance import batched_logits
-
         test = self.data.test
         if len(test.targets) == 0:
             return {}, {}
@@ -463,7 +460,6 @@ class Experiment:
     def _importance(self, model: tf.keras.Model) -> dict:
         """Permutation importance of the kept model (see fedlab.learning.importance), from each client's own test
         sequences; under reconstruction, from the hits each client's re-learnt model counted during the test."""
-        from fedlab.learning.importance import shuffled_hits
         from fedlab.results.importance import importance_summary
 
         started = time.perf_counter()
@@ -483,7 +479,6 @@ class Experiment:
         """Federated Reconstruction's test: per client, the kept global part with its user part at its initial
         values (as `model` holds them), that part alone re-learnt on the client's earlier check-ins for the local
         epochs (plain SGD, as in training), then its test sequences predicted."""
-        from fedlab.learning.importance import ClientHits
         from fedlab.learning.personalize import personalized_probs
 
         started = time.perf_counter()

@@ -93,6 +93,7 @@ def client_hits(
     """One client's (base hits, (F, R) hits with each feature shuffled among its sequences) for its own model."""
     x = {f: inputs[f] for f in features}
     rows = len(targets)
+    # Drawn first, even for no rows: the shared rng moves on as it did with one draw per copy.
     orders = [[rng.permutation(rows) for _ in range(repeats)] for _ in features]
     if rows == 0:
         return 0, np.zeros((len(features), repeats))
