@@ -8,7 +8,13 @@ import pytest
 from fedlab.bench import round_vs_keras
 from fedlab.config import ExperimentConfig
 from fedlab.learning.engine import Experiment
-from fedlab.learning.runtime import Runtime, running_worker_pids, worker_allocator, worker_environment
+from fedlab.learning.runtime import (
+    Runtime,
+    local_workers,
+    running_worker_pids,
+    worker_allocator,
+    worker_environment,
+)
 from tests.helpers import TINY
 
 
@@ -38,6 +44,24 @@ def test_the_local_worker_runs_on_jemalloc():
         assert "libjemalloc" in Path(f"/proc/{pid}/maps").read_text()
     finally:
         runtime.close()
+
+
+def worker_environ() -> dict[str, str]:
+    (pid,) = running_worker_pids()
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+@pytest.mark.tff
+def test_the_local_worker_runs_each_op_on_one_thread_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    with Runtime():  # its client calls (a shard per core) fill the cores already
+        assert worker_environ()["TF_NUM_INTRAOP_THREADS"] == "1"
+    with local_workers(1):  # a worker that gets one shard: its ops keep TensorFlow's threads
+        assert "TF_NUM_INTRAOP_THREADS" not in worker_environ()
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")
+    with Runtime():
+        assert worker_environ()["TF_NUM_INTRAOP_THREADS"] == "2"
 
 
 @pytest.mark.tff

@@ -66,6 +66,10 @@ _MAX_DETAIL = 300
 LOOPBACK_HOST = "127.0.0.1"
 WORKER_SHIM = Path(__file__).resolve().parent / "native" / "libfedlab_worker.so"  # built by `make shim`
 ALLOW_OPEN_WORKER = "FEDLAB_ALLOW_OPEN_WORKER"
+# Read by TensorFlow's C++ runtime in the worker. The model's ops are small (a batch of 16 through a GRU): split
+# over threads they cost more CPU in hand-offs than they save, while the worker's concurrent client calls
+# already fill the cores. One thread per op: the worker's CPU per round -20 %, the round as much (`fedlab bench`).
+INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
 class WorkerError(FedlabError):
@@ -180,6 +184,7 @@ def start_worker(
     log_file=None,
     env: Mapping | None = None,
     own_process_group: bool = False,
+    one_thread_per_op: bool = False,
 ) -> subprocess.Popen:
     """Start one TFF worker_binary.
 
@@ -189,12 +194,16 @@ def start_worker(
     tie_to_parent: it is killed when this process dies (PR_SET_PDEATHSIG, set after exec by the shim, or by
     util-linux setpriv where the shim is missing).
     own_process_group: a terminal's Ctrl-C reaches only us, and we stop the worker in order.
+    one_thread_per_op: each TensorFlow op runs on one thread (TF_NUM_INTRAOP_THREADS=1 unless set), for a worker
+    that already runs one client call per core side by side (`single_thread_ops`).
     """
     environ = dict(os.environ if env is None else env)
     shim = worker_shim(environ)
     if loopback_only:
         check_local_worker_allowed(environ)
     worker_env = worker_environment(environ, shim=shim)
+    if one_thread_per_op:
+        worker_env.setdefault(INTRA_OP_THREADS, "1")
     for name in ("FEDLAB_WORKER_LOOPBACK", "FEDLAB_WORKER_PARENT"):  # only what we set below reaches the shim
         worker_env.pop(name, None)
     launcher: list[str] = []
@@ -513,7 +522,10 @@ class Runtime:
         stub_class, _ = _tff_classes()
         if not self.workers:
             port = portpicker.pick_unused_port()
-            process = start_worker(port=port, max_concurrent_calls=max_concurrent_calls, loopback_only=True)
+            # Its client calls (a shard per core, or one per user) already keep every core busy.
+            process = start_worker(
+                port=port, max_concurrent_calls=max_concurrent_calls, loopback_only=True, one_thread_per_op=True
+            )
             self._processes.append(process)
             target = f"{LOOPBACK_HOST}:{port}"
             channel = grpc.insecure_channel(target, _GRPC_OPTIONS)
