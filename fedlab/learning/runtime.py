@@ -68,7 +68,7 @@ WORKER_SHIM = Path(__file__).resolve().parent / "native" / "libfedlab_worker.so"
 ALLOW_OPEN_WORKER = "FEDLAB_ALLOW_OPEN_WORKER"
 # Read by TensorFlow's C++ runtime in the worker. The model's ops are small (a batch of 16 through a GRU): split
 # over threads they cost more CPU in hand-offs than they save, while the worker's concurrent client calls
-# already fill the cores. One thread per op: the worker's CPU per round -20 %, the round as much (`fedlab bench`).
+# already fill the cores. One thread per op: about 15 % less worker CPU a round, and round time (`fedlab bench`).
 INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
@@ -195,7 +195,7 @@ def start_worker(
     util-linux setpriv where the shim is missing).
     own_process_group: a terminal's Ctrl-C reaches only us, and we stop the worker in order.
     one_thread_per_op: each TensorFlow op runs on one thread (TF_NUM_INTRAOP_THREADS=1 unless set), for a worker
-    that already runs one client call per core side by side (`single_thread_ops`).
+    that already runs one client call per core side by side.
     """
     environ = dict(os.environ if env is None else env)
     shim = worker_shim(environ)
