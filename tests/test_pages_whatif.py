@@ -311,6 +311,8 @@ def test_the_best_fedrecon_button_fills_the_setting_chosen_on_validation(db):
     from fedlab.config import RECONSTRUCTION_BEST
 
     at = app("train")
+    at.checkbox(key="train_reconstruction").check().run()
+    at.number_input(key="train_reconstruction_lr").set_value(0.5).run()  # a choice of the user's, replaced
     at.button(key="train_btn_recon_best").click().run()
     assert_clean(at)
     assert at.checkbox(key="train_reconstruction").value is True
