@@ -68,7 +68,7 @@ WORKER_SHIM = Path(__file__).resolve().parent / "native" / "libfedlab_worker.so"
 ALLOW_OPEN_WORKER = "FEDLAB_ALLOW_OPEN_WORKER"
 # Read by TensorFlow's C++ runtime in the worker. The model's ops are small (a batch of 16 through a GRU): split
 # over threads they cost more CPU in hand-offs than they save, while the worker's concurrent client calls
-# already fill the cores. One thread per op: rounds take about 15 % less worker CPU and time (`fedlab bench`).
+# already fill the cores. One thread per op: 2-16 % less worker CPU a round (`fedlab bench`, docs/performance.md).
 INTRA_OP_THREADS = "TF_NUM_INTRAOP_THREADS"
 
 
